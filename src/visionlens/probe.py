@@ -261,7 +261,7 @@ def resume_from(net: nn.Module, tr: Trace, layer: str, value: torch.Tensor) -> I
     # only the outermost finished modules need stubbing
     stubs = [n for n in names if not any(n.startswith(p + ".") for p in names)]
     modules = dict(net.named_modules())
-    patched: list[nn.Module] = []
+    patched: list[tuple[nn.Module, Any]] = []  # (module, its own forward attribute if any)
 
     def empty(shape: tuple[int, ...]) -> Callable[..., torch.Tensor]:
         return lambda *a, **k: value.new_empty((batch, *shape))
@@ -269,14 +269,17 @@ def resume_from(net: nn.Module, tr: Trace, layer: str, value: torch.Tensor) -> I
     try:
         for n in stubs:
             if n in tr.shapes:
+                patched.append((modules[n], modules[n].__dict__.get("forward")))
                 modules[n].forward = empty(tr.shapes[n])  # type: ignore[method-assign]
-                patched.append(modules[n])
+        patched.append((modules[layer], modules[layer].__dict__.get("forward")))
         modules[layer].forward = lambda *a, **k: value  # type: ignore[method-assign]
-        patched.append(modules[layer])
         yield
     finally:
-        for m in patched:
-            del m.forward
+        for m, own in reversed(patched):
+            if own is None:
+                del m.forward
+            else:
+                m.forward = own  # type: ignore[method-assign]
 
 
 # ---------------------------------------------------------------- receptive fields
@@ -331,7 +334,11 @@ def receptive_fields(
     """Receptive field of each named layer with a spatial (N, C, H, W) output, measured by
     backpropagating from one output position of a positive copy of the network."""
     h, w = (input_size, input_size) if isinstance(input_size, int) else input_size
-    pos = _positive_copy(net)
+    with torch.inference_mode(False):
+        return _receptive_fields(_positive_copy(net), h, w, layers)
+
+
+def _receptive_fields(pos: nn.Module, h: int, w: int, layers: Sequence[str]) -> dict[str, ReceptiveField]:
     # small inputs keep residual sums far from saturating activations such as ReLU6
     x = torch.full((1, 3, h, w), 1e-3, dtype=torch.float32, requires_grad=True)
     with Probe(pos, layers) as probe, torch.enable_grad():

@@ -1,0 +1,11 @@
+"""Attribution: which input pixels matter for a class score. One calling convention:
+`method(model, images, target=None, **options) -> tensor`."""
+
+from .guided import gradcam, guided_backprop, guided_gradcam, last_spatial_layer
+from .occlusion import occlusion, occlusion_windows
+from .saliency import saliency, smoothgrad
+
+__all__ = [
+    "saliency", "smoothgrad", "guided_backprop", "gradcam", "guided_gradcam", "occlusion",
+    "occlusion_windows", "last_spatial_layer",
+]
