@@ -181,6 +181,8 @@ def read_checkpoint(path: str | os.PathLike[str], trust_checkpoint: bool = False
     try:
         return torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        if "global" not in str(e).lower():
+            raise ModelError(f"{p}: not a readable PyTorch checkpoint (corrupt or not a .pt file)") from None
         if not trust_checkpoint:
             raise ModelError(
                 f"{p}: the checkpoint holds pickled Python objects, which can run arbitrary code "
@@ -191,7 +193,6 @@ def read_checkpoint(path: str | os.PathLike[str], trust_checkpoint: bool = False
             return torch.load(p, map_location="cpu", weights_only=False)
         except Exception as e2:  # noqa: BLE001 - any unpickling failure is the file's fault
             raise ModelError(f"{p}: cannot unpickle checkpoint ({e2})") from None
-        del e
     except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile) as e:
         raise ModelError(f"{p}: not a readable PyTorch checkpoint ({str(e).splitlines()[0]})") from None
 

@@ -1,0 +1,147 @@
+"""Benchmark visionlens attribution against Captum and a bare forward+backward pass.
+
+Same process, image(s), model (bundled EfficientNet-Lite0), 224 px input and 2 CPU threads.
+
+    python benchmarks/attribution.py [--quick] [--only occlusion|gradients] [--repeats N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from captum.attr import GuidedBackprop, Occlusion, Saliency
+
+import visionlens as vl
+
+FIRST = ["chelsea", "coffee", "rocket", "astronaut"]
+
+
+def bench(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
+    """Median wall time of `fn` over `repeats` runs after one warm-up run, and its last result."""
+    out = fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), out
+
+
+def rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / b.abs().max())
+
+
+def occlusion_bench(model: vl.Model, reps: int | None, quick: bool) -> list[str]:
+    x = model.prepare("chelsea")
+    target = int(vl.classify(model, x, 1)[1][0, 0])
+    n_vl, n_cap = (1, 1) if quick else (reps or 3, reps or 1)
+
+    def forward_fn(inp: torch.Tensor) -> torch.Tensor:
+        return model.net(inp).softmax(-1)
+
+    def run_vl() -> torch.Tensor:
+        return vl.occlusion(model, x, target, window=16, stride=8, baseline="zero", softmax=True)
+
+    t_vl, vl_map = bench(run_vl, n_vl)
+    print(f"occlusion  visionlens          {t_vl:7.2f} s  (median of {n_vl})", flush=True)
+
+    captum: dict[int, tuple[float, torch.Tensor]] = {}
+    for ppe in (1, 16) if quick else (1, 16, 64):
+        def run_captum(ppe: int = ppe) -> torch.Tensor:
+            with torch.no_grad():
+                return Occlusion(forward_fn).attribute(
+                    x, sliding_window_shapes=(3, 16, 16), strides=(3, 8, 8), baselines=0,
+                    target=target, perturbations_per_eval=ppe,
+                )
+
+        captum[ppe] = bench(run_captum, n_cap)
+        print(f"occlusion  captum ppe={ppe:<3d}      {captum[ppe][0]:7.2f} s  (median of {n_cap})",
+              flush=True)
+    best = min(captum, key=lambda p: captum[p][0])
+    t_cap, attr = captum[best]
+    diff = rel_diff(attr[0, 0], vl_map[0])
+    status = "OK" if diff <= 1e-4 else "FAIL (> 1e-4)"
+    return [
+        f"occlusion  captum(best, ppe={best}) {t_cap:.1f} s  visionlens {t_vl:.1f} s  "
+        f"ratio {t_cap / t_vl:.1f}x  max|diff|/max {diff:.1e} {status}"
+    ]
+
+
+def gradients_bench(model: vl.Model, reps: int | None, quick: bool) -> list[str]:
+    names = FIRST + [n for n in vl.sample_names() if n not in FIRST]
+    xb = model.prepare([names[i % len(names)] for i in range(16)])
+    t = vl.classify(model, xb, 1)[1][:, 0]
+    n = 1 if quick else reps or 5
+    net = model.net.eval()
+
+    def bare() -> torch.Tensor:
+        x = xb.clone().requires_grad_()
+        out = net(x)
+        out.gather(1, t[:, None]).sum().backward()
+        assert x.grad is not None
+        return x.grad
+
+    flags = [p.requires_grad for p in net.parameters()]
+    for p in net.parameters():
+        p.requires_grad_(False)
+    t_bare, grad = bench(bare, n)
+    for p, f in zip(net.parameters(), flags):
+        p.requires_grad_(f)
+    print(f"batch 16   bare fwd+bwd        {t_bare:7.3f} s  (median of {n})", flush=True)
+
+    # Captum runs on the model as loaded (parameters require grad), as a user would call it.
+    runs: dict[str, tuple[Callable[[], torch.Tensor], Callable[[], torch.Tensor]]] = {
+        "saliency": (
+            lambda: vl.saliency(model, xb, t),
+            lambda: Saliency(net).attribute(xb, target=t, abs=True),
+        ),
+        "guided_backprop": (
+            lambda: vl.guided_backprop(model, xb, t),
+            lambda: GuidedBackprop(net).attribute(xb, target=t),
+        ),
+    }
+    lines = []
+    for name, (run_vl, run_cap) in runs.items():
+        t_vl, out_vl = bench(run_vl, n)
+        t_cap, out_cap = bench(run_cap, n)
+        print(f"{name:<16s} visionlens {t_vl:7.3f} s  captum {t_cap:7.3f} s", flush=True)
+        if name == "saliency":  # visionlens = max over channels of Captum's |grad|
+            check = f"vs captum max|diff|/max {rel_diff(out_vl, out_cap.amax(1)):.1e}"
+        else:  # Captum only overrides nn.ReLU: with ReLU6 it returns the plain gradient
+            check = (f"captum-vs-plain-grad max|diff|/max {rel_diff(out_cap, grad):.1e}, "
+                     f"visionlens-vs-captum {rel_diff(out_vl, out_cap):.1e}")
+        ok = "OK" if t_vl / t_bare <= 1.2 else "SLOW (> 1.2x)"
+        lines.append(
+            f"{name:<16s} bare {t_bare:.3f} s  visionlens {t_vl:.3f} s  captum {t_cap:.3f} s  "
+            f"vl/bare {t_vl / t_bare:.2f}x {ok}  captum/vl {t_cap / t_vl:.2f}x  {check}"
+        )
+    return lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="skip Captum ppe=64; 1 repeat everywhere")
+    ap.add_argument("--only", choices=["occlusion", "gradients"], help="run one part only")
+    ap.add_argument("--repeats", type=int, default=None,
+                    help="repeats for every timing (default: occlusion captum 1, visionlens 3; "
+                    "gradients 5)")
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    model = vl.load_model()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, model {model.name}, "
+          f"224 px", flush=True)
+    lines: list[str] = []
+    if args.only in (None, "occlusion"):
+        lines += occlusion_bench(model, args.repeats, args.quick)
+    if args.only in (None, "gradients"):
+        lines += gradients_bench(model, args.repeats, args.quick)
+    print("\n" + "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import visionlens as vl
+
+
+class ReLUNet(nn.Module):
+    """Small CNN with plain nn.ReLU modules (what Captum's guided backprop handles)."""
+
+    def __init__(self, act: type[nn.Module] = nn.ReLU, inplace: bool = False, classes: int = 10) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), act(inplace=inplace),
+            nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), act(inplace=inplace),
+            nn.Conv2d(16, 16, 3, padding=1), act(inplace=inplace),
+        )
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(16, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pool(self.features(x)).flatten(1))
+
+
+class FunctionalNet(nn.Module):
+    """Activations called functionally inside forward: F.relu, torch.relu, Tensor.relu, F.relu6."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.c2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.c3 = nn.Conv2d(8, 8, 3, padding=1)
+        self.c4 = nn.Conv2d(8, 8, 3, padding=1)
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x: torch.Tensor, act=None) -> torch.Tensor:  # type: ignore[no-untyped-def]
+        x = F.relu(self.c1(x), inplace=True)
+        x = torch.relu(self.c2(x))
+        x = self.c3(x).relu()
+        x = F.relu6(self.c4(x))
+        return self.fc(x.mean((2, 3)))
+
+
+def seeded(net: nn.Module, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    for m in net.modules():
+        if hasattr(m, "reset_parameters"):
+            m.reset_parameters()
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
+    return net.eval()
+
+
+@pytest.fixture(scope="session")
+def bundled() -> vl.Model:
+    return vl.load_model()
+
+
+@pytest.fixture(scope="session")
+def chelsea(bundled: vl.Model) -> torch.Tensor:
+    return bundled.prepare("chelsea")
+
+
+@pytest.fixture()
+def images() -> torch.Tensor:
+    torch.manual_seed(1)
+    return torch.randn(2, 3, 32, 32)
