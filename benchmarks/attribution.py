@@ -8,8 +8,10 @@ Same process, image(s), model (bundled EfficientNet-Lite0), 224 px input and 2 C
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +21,7 @@ from captum.attr import GuidedBackprop, Occlusion, Saliency
 import visionlens as vl
 
 FIRST = ["chelsea", "coffee", "rocket", "astronaut"]
+OCC_ARGS: dict[str, Any] = dict(sliding_window_shapes=(3, 16, 16), strides=(3, 8, 8), baselines=0)
 
 
 def bench(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
@@ -52,16 +55,17 @@ def occlusion_bench(model: vl.Model, reps: int | None, quick: bool) -> list[str]
 
     captum: dict[int, tuple[float, torch.Tensor]] = {}
     for ppe in (1, 16) if quick else (1, 16, 64):
+
         def run_captum(ppe: int = ppe) -> torch.Tensor:
             with torch.no_grad():
-                return Occlusion(forward_fn).attribute(
-                    x, sliding_window_shapes=(3, 16, 16), strides=(3, 8, 8), baselines=0,
-                    target=target, perturbations_per_eval=ppe,
-                )
+                occ = Occlusion(forward_fn)
+                return occ.attribute(x, target=target, perturbations_per_eval=ppe, **OCC_ARGS)
 
         captum[ppe] = bench(run_captum, n_cap)
-        print(f"occlusion  captum ppe={ppe:<3d}      {captum[ppe][0]:7.2f} s  (median of {n_cap})",
-              flush=True)
+        print(
+            f"occlusion  captum ppe={ppe:<3d}      {captum[ppe][0]:7.2f} s  (median of {n_cap})",
+            flush=True,
+        )
     best = min(captum, key=lambda p: captum[p][0])
     t_cap, attr = captum[best]
     diff = rel_diff(attr[0, 0], vl_map[0])
@@ -90,7 +94,7 @@ def gradients_bench(model: vl.Model, reps: int | None, quick: bool) -> list[str]
     for p in net.parameters():
         p.requires_grad_(False)
     t_bare, grad = bench(bare, n)
-    for p, f in zip(net.parameters(), flags):
+    for p, f in zip(net.parameters(), flags, strict=True):
         p.requires_grad_(f)
     print(f"batch 16   bare fwd+bwd        {t_bare:7.3f} s  (median of {n})", flush=True)
 
@@ -113,8 +117,10 @@ def gradients_bench(model: vl.Model, reps: int | None, quick: bool) -> list[str]
         if name == "saliency":  # visionlens = max over channels of Captum's |grad|
             check = f"vs captum max|diff|/max {rel_diff(out_vl, out_cap.amax(1)):.1e}"
         else:  # Captum only overrides nn.ReLU: with ReLU6 it returns the plain gradient
-            check = (f"captum-vs-plain-grad max|diff|/max {rel_diff(out_cap, grad):.1e}, "
-                     f"visionlens-vs-captum {rel_diff(out_vl, out_cap):.1e}")
+            check = (
+                f"captum-vs-plain-grad max|diff|/max {rel_diff(out_cap, grad):.1e}, "
+                f"visionlens-vs-captum {rel_diff(out_vl, out_cap):.1e}"
+            )
         ok = "OK" if t_vl / t_bare <= 1.2 else "SLOW (> 1.2x)"
         lines.append(
             f"{name:<16s} bare {t_bare:.3f} s  visionlens {t_vl:.3f} s  captum {t_cap:.3f} s  "
@@ -127,20 +133,24 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="skip Captum ppe=64; 1 repeat everywhere")
     ap.add_argument("--only", choices=["occlusion", "gradients"], help="run one part only")
-    ap.add_argument("--repeats", type=int, default=None,
-                    help="repeats for every timing (default: occlusion captum 1, visionlens 3; "
-                    "gradients 5)")
+    helps = "repeats for every timing (default: occlusion captum 1, visionlens 3; gradients 5)"
+    ap.add_argument("--repeats", type=int, default=None, help=helps)
     args = ap.parse_args()
+    warnings.filterwarnings("ignore", category=UserWarning, module="captum")
     torch.set_num_threads(2)
     model = vl.load_model()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, model {model.name}, "
-          f"224 px", flush=True)
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, model {model.name}, "
+        f"224 px, load average {os.getloadavg()[0]:.2f} (timings need an otherwise idle machine)",
+        flush=True,
+    )
     lines: list[str] = []
     if args.only in (None, "occlusion"):
         lines += occlusion_bench(model, args.repeats, args.quick)
     if args.only in (None, "gradients"):
         lines += gradients_bench(model, args.repeats, args.quick)
-    print("\n" + "\n".join(lines))
+    print(f"\nload average at the end {os.getloadavg()[0]:.2f}")
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":

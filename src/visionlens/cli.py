@@ -7,19 +7,32 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
-import click
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from .errors import ArgumentError, VisionlensError
 
+try:  # typer >= 0.2x vendors click; older releases use click itself
+    from typer import TyperException as _CliError  # type: ignore[attr-defined]
+except ImportError:  # pragma: no cover
+    from click import ClickException as _CliError  # type: ignore[assignment]
+
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
     help="See inside PyTorch vision models. Every command runs offline on the bundled "
     "ImageNet-pretrained EfficientNet-Lite0 unless --model says otherwise.",
 )
-out = Console()
+
+
+class _Out:
+    """stdout console, created at print time (so tests and pipes get a wide, plain one)."""
+
+    def print(self, *args: object, **kwargs: object) -> None:
+        Console(width=None if sys.stdout.isatty() else 160, highlight=False).print(*args, **kwargs)  # type: ignore[arg-type]
+
+
+out = _Out()
 
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="efficientnet_lite0 (bundled), torchvision:NAME, timm:NAME, FILE.pt or pkg.module:function")]
 WeightsOpt = Annotated[Optional[Path], typer.Option("--weights", help="local state_dict for the model")]
@@ -258,17 +271,14 @@ def main(argv: list[str] | None = None) -> None:
     except VisionlensError as e:
         err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
         sys.exit(2)
-    except click.exceptions.Exit as e:
+    except typer.Exit as e:
         sys.exit(e.exit_code)
-    except click.ClickException as e:
-        e.show()
-        sys.exit(e.exit_code)
-    except click.exceptions.Abort:
+    except (typer.Abort, KeyboardInterrupt):
         err.print("interrupted")
         sys.exit(130)
-    except KeyboardInterrupt:
-        err.print("interrupted")
-        sys.exit(130)
+    except _CliError as e:
+        e.show()  # type: ignore[attr-defined]
+        sys.exit(getattr(e, "exit_code", 2))
     sys.exit(0)
 
 
