@@ -14,9 +14,13 @@ class ReLUNet(nn.Module):
     def __init__(self, act: type[nn.Module] = nn.ReLU, inplace: bool = False, classes: int = 10) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(3, 8, 3, padding=1), act(inplace=inplace),
-            nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), act(inplace=inplace),
-            nn.Conv2d(16, 16, 3, padding=1), act(inplace=inplace),
+            nn.Conv2d(3, 8, 3, padding=1),
+            act(inplace=inplace),
+            nn.Conv2d(8, 16, 3, stride=2, padding=1),
+            nn.BatchNorm2d(16),
+            act(inplace=inplace),
+            nn.Conv2d(16, 16, 3, padding=1),
+            act(inplace=inplace),
         )
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(16, classes)

@@ -123,7 +123,8 @@ def test_occlusion_matches_captum_small(baseline: str) -> None:
 
     base = make_baseline(x, baseline)
     theirs = Occlusion(lambda i: net(i).softmax(-1)).attribute(
-        x, sliding_window_shapes=(3, 6, 6), strides=(3, 4, 4), target=t, baselines=base)
+        x, sliding_window_shapes=(3, 6, 6), strides=(3, 4, 4), target=t, baselines=base
+    )
     assert torch.allclose(ours, theirs[:, 0], atol=1e-6)
 
 
@@ -131,8 +132,13 @@ def test_occlusion_matches_captum_bundled(bundled: vl.Model, chelsea: torch.Tens
     ours = vl.occlusion(bundled, chelsea, 282, window=16, stride=16)
     with torch.no_grad():
         theirs = Occlusion(lambda i: bundled.net(i).softmax(-1)).attribute(
-            chelsea, sliding_window_shapes=(3, 16, 16), strides=(3, 16, 16), target=282, baselines=0,
-            perturbations_per_eval=16)
+            chelsea,
+            sliding_window_shapes=(3, 16, 16),
+            strides=(3, 16, 16),
+            target=282,
+            baselines=0,
+            perturbations_per_eval=16,
+        )
     assert (ours - theirs[:, 0]).abs().max() <= 1e-4 * float(theirs.abs().max())
 
 

@@ -43,7 +43,18 @@ def test_other_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
         ["activations", "chelsea", "--layer", "blocks.2", "--channels", "0,3", "-o", str(tmp_path / "a2.png")],
         ["filters", "-o", str(tmp_path / "f.png")],
         ["filters", "--layer", "blocks.1.0.conv_dw", "-o", str(tmp_path / "f2.png")],
-        ["occlusion", "chelsea", "--window", "32", "--stride", "32", "--baseline", "blur", "-o", str(tmp_path / "o.png")],
+        [
+            "occlusion",
+            "chelsea",
+            "--window",
+            "32",
+            "--stride",
+            "32",
+            "--baseline",
+            "blur",
+            "-o",
+            str(tmp_path / "o.png"),
+        ],
         ["saliency", "chelsea", "--target", "goldfish", "-o", str(tmp_path / "g.png")],
     ]
     for c in cmds:
@@ -89,8 +100,9 @@ BAD = [
 
 
 @pytest.mark.parametrize(("args", "message"), BAD)
-def test_bad_input_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                   monkeypatch: pytest.MonkeyPatch, args: list[str], message: str) -> None:
+def test_bad_input_one_line_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, args: list[str], message: str
+) -> None:
     files = _bad_files(tmp_path)
     out = tmp_path / "out"
     out.mkdir()

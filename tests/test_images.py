@@ -59,7 +59,12 @@ def test_bad_files(tmp_path: Path) -> None:
     Image.new("RGB", (64, 64), "blue").save(tmp_path / "ok.png")
     data = (tmp_path / "ok.png").read_bytes()
     (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
-    for name, match in [("missing.png", "no such file"), ("empty.png", "empty file"),
-                        ("text.png", "not an image"), ("cut.png", "truncated"), ("", "directory")]:
+    for name, match in [
+        ("missing.png", "no such file"),
+        ("empty.png", "empty file"),
+        ("text.png", "not an image"),
+        ("cut.png", "truncated"),
+        ("", "directory"),
+    ]:
         with pytest.raises(ImageError, match=match):
             vl.load_image(tmp_path / name)

@@ -38,7 +38,7 @@ def test_preprocessing_round_trip(bundled: vl.Model) -> None:
     x = bundled.prepare("coffee")
     assert x.shape == (1, 3, 224, 224)
     img = bundled.to_image(x)
-    assert 0 <= float(img.min()) and float(img.max()) <= 1
+    assert float(img.min()) >= 0 and float(img.max()) <= 1
     assert torch.allclose(bundled.preprocessing.normalize(img), x, atol=1e-5)
 
 
@@ -74,7 +74,8 @@ def test_factory_spec_with_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     (tmp_path / "mynets.py").write_text(
         "from torch import nn\n"
         "def small():\n"
-        "    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))\n"
+        "    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1),\n"
+        "                         nn.Flatten(), nn.Linear(4, 3))\n"
     )
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))

@@ -39,8 +39,13 @@ def test_inplace_relu_does_not_corrupt_capture() -> None:
 
 
 def test_receptive_fields_of_known_stack() -> None:
-    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, stride=2, padding=1),
-                        nn.MaxPool2d(2), nn.Conv2d(4, 4, 5, padding=2))
+    net = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(4, 4, 3, stride=2, padding=1),
+        nn.MaxPool2d(2),
+        nn.Conv2d(4, 4, 5, padding=2),
+    )
     rf = vl.receptive_fields(net, 64, ["0", "2", "3", "4"])
     assert rf["0"].size == (3, 3) and rf["0"].stride == (1, 1)
     assert rf["2"].size == (5, 5) and rf["2"].stride == (2, 2)

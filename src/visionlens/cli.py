@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -19,7 +19,9 @@ except ImportError:  # pragma: no cover
     from click import ClickException as _CliError  # type: ignore[assignment]
 
 app = typer.Typer(
-    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
     help="See inside PyTorch vision models. Every command runs offline on the bundled "
     "ImageNet-pretrained EfficientNet-Lite0 unless --model says otherwise.",
 )
@@ -34,13 +36,24 @@ class _Out:
 
 out = _Out()
 
-ModelOpt = Annotated[str, typer.Option("--model", "-m", help="efficientnet_lite0 (bundled), torchvision:NAME, timm:NAME, FILE.pt or pkg.module:function")]
-WeightsOpt = Annotated[Optional[Path], typer.Option("--weights", help="local state_dict for the model")]
-TrustOpt = Annotated[bool, typer.Option("--trust-checkpoint", help="allow unpickling a whole model object (runs code from the file)")]
-DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")]
-OutOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="PNG to write")]
+ModelOpt = Annotated[
+    str,
+    typer.Option(
+        "--model",
+        "-m",
+        help="efficientnet_lite0 (bundled), torchvision:NAME, timm:NAME, FILE.pt or pkg.module:function",
+    ),
+]
+WeightsOpt = Annotated[Path | None, typer.Option("--weights", help="local state_dict for the model")]
+TrustOpt = Annotated[
+    bool, typer.Option("--trust-checkpoint", help="allow unpickling a whole model object (runs code from the file)")
+]
+DeviceOpt = Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")]
+OutOpt = Annotated[Path | None, typer.Option("--output", "-o", help="PNG to write")]
 ArrayOpt = Annotated[bool, typer.Option("--save-array", help="also write the raw array as .npy beside the PNG")]
-TargetOpt = Annotated[Optional[str], typer.Option("--target", "-t", help="class index or name (default: the predicted class)")]
+TargetOpt = Annotated[
+    str | None, typer.Option("--target", "-t", help="class index or name (default: the predicted class)")
+]
 ImageArg = Annotated[str, typer.Argument(help="image file, or a bundled sample name such as chelsea")]
 
 
@@ -78,9 +91,13 @@ def _done(path: Path, array=None, save_array: bool = False) -> None:  # type: ig
 
 
 @app.command()
-def layers(model: ModelOpt = "efficientnet_lite0", weights: WeightsOpt = None,
-           trust_checkpoint: TrustOpt = False, device: DeviceOpt = None,
-           fields: Annotated[bool, typer.Option(help="measure receptive fields (a few seconds)")] = True) -> None:
+def layers(
+    model: ModelOpt = "efficientnet_lite0",
+    weights: WeightsOpt = None,
+    trust_checkpoint: TrustOpt = False,
+    device: DeviceOpt = None,
+    fields: Annotated[bool, typer.Option(help="measure receptive fields (a few seconds)")] = True,
+) -> None:
     """List every layer: dotted name, type, output shape and receptive field."""
     from .layers import layer_table
 
@@ -97,30 +114,39 @@ def layers(model: ModelOpt = "efficientnet_lite0", weights: WeightsOpt = None,
 
 
 @app.command()
-def classify(images: Annotated[list[str], typer.Argument(help="image files or sample names")],
-             top: Annotated[int, typer.Option("--top", "-k", min=1)] = 5,
-             model: ModelOpt = "efficientnet_lite0", weights: WeightsOpt = None,
-             trust_checkpoint: TrustOpt = False, device: DeviceOpt = None) -> None:
+def classify(
+    images: Annotated[list[str], typer.Argument(help="image files or sample names")],
+    top: Annotated[int, typer.Option("--top", "-k", min=1)] = 5,
+    model: ModelOpt = "efficientnet_lite0",
+    weights: WeightsOpt = None,
+    trust_checkpoint: TrustOpt = False,
+    device: DeviceOpt = None,
+) -> None:
     """Top-k predicted classes with probabilities."""
     from .layers import classify as top_k
 
     m = _load(model, weights, trust_checkpoint, device)
     x = m.prepare(images)
     probs, idx = top_k(m, x, top)
-    for name, p, i in zip(images, probs.tolist(), idx.tolist()):
+    for name, p, i in zip(images, probs.tolist(), idx.tolist(), strict=False):
         out.print(f"[bold]{name}[/bold]")
-        for pi, ii in zip(p, i):
+        for pi, ii in zip(p, i, strict=False):
             out.print(f"  {pi:6.1%}  {ii:4d}  {m.label(ii)}")
 
 
 @app.command()
-def activations(image: ImageArg,
-                layer: Annotated[str, typer.Option("--layer", "-l", help="dotted module name (see `visionlens layers`)")],
-                top: Annotated[int, typer.Option("--top", "-n", min=1, help="show the N most active channels")] = 16,
-                channels: Annotated[Optional[str], typer.Option(help="comma-separated channel indices instead")] = None,
-                model: ModelOpt = "efficientnet_lite0", weights: WeightsOpt = None,
-                trust_checkpoint: TrustOpt = False, device: DeviceOpt = None,
-                output: OutOpt = None, save_array: ArrayOpt = False) -> None:
+def activations(
+    image: ImageArg,
+    layer: Annotated[str, typer.Option("--layer", "-l", help="dotted module name (see `visionlens layers`)")],
+    top: Annotated[int, typer.Option("--top", "-n", min=1, help="show the N most active channels")] = 16,
+    channels: Annotated[str | None, typer.Option(help="comma-separated channel indices instead")] = None,
+    model: ModelOpt = "efficientnet_lite0",
+    weights: WeightsOpt = None,
+    trust_checkpoint: TrustOpt = False,
+    device: DeviceOpt = None,
+    output: OutOpt = None,
+    save_array: ArrayOpt = False,
+) -> None:
     """A layer's feature maps as a grid, beside the input."""
     from . import render
     from .layers import activations as acts_of
@@ -131,7 +157,9 @@ def activations(image: ImageArg,
     x = m.prepare(image)
     a = acts_of(m, x, layer)
     if a.dim() != 4:
-        raise ArgumentError(f"layer {layer!r} has no spatial output (shape {tuple(a.shape[1:])}); pick a convolutional layer")
+        raise ArgumentError(
+            f"layer {layer!r} has no spatial output (shape {tuple(a.shape[1:])}); pick a convolutional layer"
+        )
     if channels:
         try:
             chans = [int(c) for c in channels.split(",") if c.strip()]
@@ -144,18 +172,29 @@ def activations(image: ImageArg,
         chans = strongest_channels(a, top).tolist()
     tiles = render.feature_tiles(a[0], chans)
     panels = [render.Panel(render.hwc(m.to_image(x)[0]), "input")]
-    panels.append(render.Panel(render.grid([render.upscale(t, 96) for t in tiles]),
-                               f"{layer}: channels {', '.join(map(str, chans[:8]))}{'...' if len(chans) > 8 else ''}"))
-    render.save_figure(path, panels, f"{m.name} activations of {layer} ({a.shape[1]}x{a.shape[2]}x{a.shape[3]})", panel_size=4.5)
+    panels.append(
+        render.Panel(
+            render.grid([render.upscale(t, 96) for t in tiles]),
+            f"{layer}: channels {', '.join(map(str, chans[:8]))}{'...' if len(chans) > 8 else ''}",
+        )
+    )
+    render.save_figure(
+        path, panels, f"{m.name} activations of {layer} ({a.shape[1]}x{a.shape[2]}x{a.shape[3]})", panel_size=4.5
+    )
     _done(path, a[0], save_array)
 
 
 @app.command()
-def filters(layer: Annotated[Optional[str], typer.Option("--layer", "-l", help="a Conv2d layer (default: the first)")] = None,
-            limit: Annotated[int, typer.Option("--max", min=1, help="at most this many filters")] = 64,
-            model: ModelOpt = "efficientnet_lite0", weights: WeightsOpt = None,
-            trust_checkpoint: TrustOpt = False, device: DeviceOpt = None,
-            output: OutOpt = None, save_array: ArrayOpt = False) -> None:
+def filters(
+    layer: Annotated[str | None, typer.Option("--layer", "-l", help="a Conv2d layer (default: the first)")] = None,
+    limit: Annotated[int, typer.Option("--max", min=1, help="at most this many filters")] = 64,
+    model: ModelOpt = "efficientnet_lite0",
+    weights: WeightsOpt = None,
+    trust_checkpoint: TrustOpt = False,
+    device: DeviceOpt = None,
+    output: OutOpt = None,
+    save_array: ArrayOpt = False,
+) -> None:
     """A convolution's weights as a grid of filters."""
     from . import render
     from .layers import filters as weights_of
@@ -167,8 +206,17 @@ def filters(layer: Annotated[Optional[str], typer.Option("--layer", "-l", help="
     w = weights_of(m, layer)
     tiles = render.filter_tiles(w[:limit])
     kind = "RGB" if w.shape[1] == 3 else "mean over inputs, blue<0<red"
-    render.save_figure(path, [render.Panel(render.grid(tiles), f"{min(limit, w.shape[0])} of {w.shape[0]} filters, {w.shape[2]}x{w.shape[3]} ({kind})")],
-                       f"{m.name} {layer}", panel_size=6)
+    render.save_figure(
+        path,
+        [
+            render.Panel(
+                render.grid(tiles),
+                f"{min(limit, w.shape[0])} of {w.shape[0]} filters, {w.shape[2]}x{w.shape[3]} ({kind})",
+            )
+        ],
+        f"{m.name} {layer}",
+        panel_size=6,
+    )
     _done(path, w, save_array)
 
 
@@ -181,16 +229,23 @@ class SaliencyMethod(str, Enum):
 
 
 @app.command()
-def saliency(image: ImageArg,
-             method: Annotated[SaliencyMethod, typer.Option("--method")] = SaliencyMethod.gradient,
-             target: TargetOpt = None,
-             layer: Annotated[Optional[str], typer.Option("--layer", "-l", help="Grad-CAM layer (default: last spatial layer)")] = None,
-             samples: Annotated[int, typer.Option(min=1, help="SmoothGrad noisy samples")] = 25,
-             noise: Annotated[float, typer.Option(min=0.0, help="SmoothGrad noise, fraction of the input range")] = 0.15,
-             softmax: Annotated[bool, typer.Option("--softmax", help="explain the probability instead of the logit")] = False,
-             model: ModelOpt = "efficientnet_lite0", weights: WeightsOpt = None,
-             trust_checkpoint: TrustOpt = False, device: DeviceOpt = None,
-             output: OutOpt = None, save_array: ArrayOpt = False) -> None:
+def saliency(
+    image: ImageArg,
+    method: Annotated[SaliencyMethod, typer.Option("--method")] = SaliencyMethod.gradient,
+    target: TargetOpt = None,
+    layer: Annotated[
+        str | None, typer.Option("--layer", "-l", help="Grad-CAM layer (default: last spatial layer)")
+    ] = None,
+    samples: Annotated[int, typer.Option(min=1, help="SmoothGrad noisy samples")] = 25,
+    noise: Annotated[float, typer.Option(min=0.0, help="SmoothGrad noise, fraction of the input range")] = 0.15,
+    softmax: Annotated[bool, typer.Option("--softmax", help="explain the probability instead of the logit")] = False,
+    model: ModelOpt = "efficientnet_lite0",
+    weights: WeightsOpt = None,
+    trust_checkpoint: TrustOpt = False,
+    device: DeviceOpt = None,
+    output: OutOpt = None,
+    save_array: ArrayOpt = False,
+) -> None:
     """Where the network looks: gradient, SmoothGrad, guided backprop, Grad-CAM, guided Grad-CAM."""
     from . import attribution as A
     from . import render
@@ -205,12 +260,16 @@ def saliency(image: ImageArg,
     img = render.hwc(m.to_image(x)[0])
     if method is SaliencyMethod.gradient:
         res = A.saliency(m, x, tgt, softmax=softmax)
-        pic = [render.Panel(render.colorize(res[0], "inferno"), "|gradient| (max over RGB)"),
-               render.Panel(render.overlay(img, res[0], "inferno"), "overlay")]
+        pic = [
+            render.Panel(render.colorize(res[0], "inferno"), "|gradient| (max over RGB)"),
+            render.Panel(render.overlay(img, res[0], "inferno"), "overlay"),
+        ]
     elif method is SaliencyMethod.smoothgrad:
         res = A.smoothgrad(m, x, tgt, samples=samples, noise=noise, softmax=softmax)
-        pic = [render.Panel(render.colorize(res[0], "inferno"), f"SmoothGrad, {samples} samples, noise {noise}"),
-               render.Panel(render.overlay(img, res[0], "inferno"), "overlay")]
+        pic = [
+            render.Panel(render.colorize(res[0], "inferno"), f"SmoothGrad, {samples} samples, noise {noise}"),
+            render.Panel(render.overlay(img, res[0], "inferno"), "overlay"),
+        ]
     elif method is SaliencyMethod.guided:
         res = A.guided_backprop(m, x, tgt, softmax=softmax)
         pic = [render.Panel(render.signed_rgb(res[0]), "guided backprop")]
@@ -220,8 +279,9 @@ def saliency(image: ImageArg,
     else:
         res = A.guided_gradcam(m, x, tgt, layer=layer, softmax=softmax)
         pic = [render.Panel(render.signed_rgb(res[0]), "guided Grad-CAM")]
-    render.save_figure(path, [render.Panel(img, "input"), *pic],
-                       f"{m.name}: {method.value} for class {tgt} '{m.short_label(tgt)}'")
+    render.save_figure(
+        path, [render.Panel(img, "input"), *pic], f"{m.name}: {method.value} for class {tgt} '{m.short_label(tgt)}'"
+    )
     _done(path, res[0], save_array)
 
 
@@ -232,15 +292,22 @@ class Baseline(str, Enum):
 
 
 @app.command()
-def occlusion(image: ImageArg,
-              window: Annotated[int, typer.Option(help="side of the occluding square, px")] = 16,
-              stride: Annotated[int, typer.Option(help="step between windows, px")] = 8,
-              baseline: Annotated[Baseline, typer.Option(help="what fills the window")] = Baseline.zero,
-              target: TargetOpt = None,
-              logits: Annotated[bool, typer.Option("--logits", help="measure the logit drop instead of the probability drop")] = False,
-              model: ModelOpt = "efficientnet_lite0", weights: WeightsOpt = None,
-              trust_checkpoint: TrustOpt = False, device: DeviceOpt = None,
-              output: OutOpt = None, save_array: ArrayOpt = False) -> None:
+def occlusion(
+    image: ImageArg,
+    window: Annotated[int, typer.Option(help="side of the occluding square, px")] = 16,
+    stride: Annotated[int, typer.Option(help="step between windows, px")] = 8,
+    baseline: Annotated[Baseline, typer.Option(help="what fills the window")] = Baseline.zero,
+    target: TargetOpt = None,
+    logits: Annotated[
+        bool, typer.Option("--logits", help="measure the logit drop instead of the probability drop")
+    ] = False,
+    model: ModelOpt = "efficientnet_lite0",
+    weights: WeightsOpt = None,
+    trust_checkpoint: TrustOpt = False,
+    device: DeviceOpt = None,
+    output: OutOpt = None,
+    save_array: ArrayOpt = False,
+) -> None:
     """How much the target's probability drops when each window of the image is covered."""
     from . import attribution as A
     from . import render
@@ -254,11 +321,15 @@ def occlusion(image: ImageArg,
     img = render.hwc(m.to_image(x)[0])
     what = "logit" if logits else "probability"
     heat = res[0].clamp(min=0)
-    render.save_figure(path, [
-        render.Panel(img, "input"),
-        render.Panel(render.colorize(heat, "inferno"), f"{what} drop (max {float(res[0].max()):.3f})"),
-        render.Panel(render.overlay(img, heat, "jet", 0.6), f"window {window}, stride {stride}, {baseline.value}"),
-    ], f"{m.name}: occlusion for class {tgt} '{m.short_label(tgt)}'")
+    render.save_figure(
+        path,
+        [
+            render.Panel(img, "input"),
+            render.Panel(render.colorize(heat, "inferno"), f"{what} drop (max {float(res[0].max()):.3f})"),
+            render.Panel(render.overlay(img, heat, "jet", 0.6), f"window {window}, stride {stride}, {baseline.value}"),
+        ],
+        f"{m.name}: occlusion for class {tgt} '{m.short_label(tgt)}'",
+    )
     _done(path, res[0], save_array)
 
 

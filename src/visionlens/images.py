@@ -105,9 +105,7 @@ def load_image(source: str | os.PathLike[str] | Image.Image | np.ndarray) -> Ima
     if not path.exists():
         if str(source) in SAMPLES:
             return sample_image(str(source))
-        raise ImageError(
-            f"{path}: no such file (bundled samples: {', '.join(sample_names())})"
-        )
+        raise ImageError(f"{path}: no such file (bundled samples: {', '.join(sample_names())})")
     if path.is_dir():
         raise ImageError(f"{path}: is a directory; give an image file")
     if path.stat().st_size == 0:
@@ -120,9 +118,7 @@ def load_image(source: str | os.PathLike[str] | Image.Image | np.ndarray) -> Ima
                 img = ImageOps.exif_transpose(im) or im
                 return to_rgb(img)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageError(
-            f"{path}: image too large to read safely ({e}); downscale it first"
-        ) from None
+        raise ImageError(f"{path}: image too large to read safely ({e}); downscale it first") from None
     except UnidentifiedImageError:
         raise ImageError(f"{path}: not an image file PIL can read (PNG, JPEG, TIFF, ...)") from None
     except (OSError, SyntaxError, ValueError) as e:

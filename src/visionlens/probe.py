@@ -38,9 +38,7 @@ def resolve_layer(net: nn.Module, name: str) -> nn.Module:
     close = difflib.get_close_matches(name, names, n=5, cutoff=0.5)
     if not close:
         close = [n for n in names if n.startswith(name.split(".")[0])][:5] or names[:5]
-    raise LayerError(
-        f"no layer named {name!r}; closest: {', '.join(close)} (see `visionlens layers`)"
-    )
+    raise LayerError(f"no layer named {name!r}; closest: {', '.join(close)} (see `visionlens layers`)")
 
 
 # ---------------------------------------------------------------- guided backprop
@@ -319,8 +317,11 @@ def _positive_copy(net: nn.Module) -> nn.Module:
     for parent in pos.modules():
         for cname, child in parent.named_children():
             if isinstance(child, nn.MaxPool2d):
-                setattr(parent, cname, nn.AvgPool2d(child.kernel_size, child.stride, child.padding,
-                                                    ceil_mode=child.ceil_mode))
+                setattr(
+                    parent,
+                    cname,
+                    nn.AvgPool2d(child.kernel_size, child.stride, child.padding, ceil_mode=child.ceil_mode),
+                )
             elif isinstance(child, nn.AdaptiveMaxPool2d):
                 setattr(parent, cname, nn.AdaptiveAvgPool2d(child.output_size))
     for p in pos.parameters():
@@ -365,7 +366,9 @@ def _receptive_fields(pos: nn.Module, h: int, w: int, layers: Sequence[str]) -> 
         r0, r1, c0, c1 = int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
         sy, sx = max(1, round(h / oh)), max(1, round(w / ow))
         fields[name] = ReceptiveField(
-            size=(r1 - r0 + 1, c1 - c0 + 1), stride=(sy, sx), offset=(y0 * sy - r0, x0 * sx - c0),
+            size=(r1 - r0 + 1, c1 - c0 + 1),
+            stride=(sy, sx),
+            offset=(y0 * sy - r0, x0 * sx - c0),
             clipped=r0 == 0 or c0 == 0 or r1 == h - 1 or c1 == w - 1,
         )
     return fields

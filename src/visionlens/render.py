@@ -119,15 +119,16 @@ class Panel:
     title: str = ""
 
 
-def save_figure(path: str | os.PathLike[str], panels: list[Panel], title: str = "",
-                cols: int | None = None, panel_size: float = 3.2) -> Path:
+def save_figure(
+    path: str | os.PathLike[str], panels: list[Panel], title: str = "", cols: int | None = None, panel_size: float = 3.2
+) -> Path:
     """Captioned panels side by side, written atomically as PNG."""
     cols = cols or len(panels)
     rows = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(panel_size * cols, panel_size * rows + 0.5), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, p in zip(axes.flat, panels):
+    for ax, p in zip(axes.flat, panels, strict=False):
         ax.imshow(p.image, interpolation="nearest" if max(p.image.shape[:2]) < 64 else "antialiased")
         ax.set_title(p.title, fontsize=9)
     if title:

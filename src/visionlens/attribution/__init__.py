@@ -6,6 +6,12 @@ from .occlusion import occlusion, occlusion_windows
 from .saliency import saliency, smoothgrad
 
 __all__ = [
-    "saliency", "smoothgrad", "guided_backprop", "gradcam", "guided_gradcam", "occlusion",
-    "occlusion_windows", "last_spatial_layer",
+    "saliency",
+    "smoothgrad",
+    "guided_backprop",
+    "gradcam",
+    "guided_gradcam",
+    "occlusion",
+    "occlusion_windows",
+    "last_spatial_layer",
 ]

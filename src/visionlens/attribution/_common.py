@@ -61,5 +61,5 @@ def input_gradient(
             s = score(logits, targets, softmax).sum()
             acts = [probe[name] for name in layers]
             grads = torch.autograd.grad(s, [x, *acts])
-    captured = {name: (a.detach(), g) for name, a, g in zip(layers, acts, grads[1:])}
+    captured = {name: (a.detach(), g) for name, a, g in zip(layers, acts, grads[1:], strict=False)}
     return grads[0], targets, captured

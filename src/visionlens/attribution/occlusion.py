@@ -122,8 +122,11 @@ def _plan(net: nn.Module, tr: Trace, hw: tuple[int, int], window: int, stride: i
     modules = dict(net.named_modules())
     parents = {n: n.rsplit(".", 1)[0] if "." in n else "" for n in modules}
     cands = [
-        n for n in tr.order
-        if n and tr.calls.get(n) == 1 and len(tr.shapes.get(n, ())) == 3
+        n
+        for n in tr.order
+        if n
+        and tr.calls.get(n) == 1
+        and len(tr.shapes.get(n, ())) == 3
         and (parents[n] == "" or isinstance(modules[parents[n]], nn.Sequential))
     ]
     cands.sort(key=lambda n: tr.end[n])
@@ -145,8 +148,12 @@ def _plan(net: nn.Module, tr: Trace, hw: tuple[int, int], window: int, stride: i
             s = tuple(rf.stride[i] // rfa.stride[i] for i in (0, 1))
             r = tuple((rf.size[i] - rfa.size[i]) // rfa.stride[i] + 1 for i in (0, 1))
             p = tuple((rf.offset[i] - rfa.offset[i]) // rfa.stride[i] for i in (0, 1))
-            if any(rf.stride[i] % rfa.stride[i] or (rf.size[i] - rfa.size[i]) % rfa.stride[i]
-                   or (rf.offset[i] - rfa.offset[i]) % rfa.stride[i] for i in (0, 1)):
+            if any(
+                rf.stride[i] % rfa.stride[i]
+                or (rf.size[i] - rfa.size[i]) % rfa.stride[i]
+                or (rf.offset[i] - rfa.offset[i]) % rfa.stride[i]
+                for i in (0, 1)
+            ):
                 break
         except ZeroDivisionError:
             break
@@ -186,15 +193,16 @@ class _Occluder:
             batch[i, :, y0:y1, x0:x1_] = base[0, :, y0:y1, x0:x1_]
         return self.net(batch.contiguous(memory_format=torch.channels_last))
 
-    def incremental(self, x1: torch.Tensor, base: torch.Tensor, wins: list[Window],
-                    clean: dict[str, torch.Tensor]) -> torch.Tensor:
+    def incremental(
+        self, x1: torch.Tensor, base: torch.Tensor, wins: list[Window], clean: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
         n = len(wins)
         regions = list(wins)
         values = [base[0, :, y0:y1, x0:x1_] for (y0, y1, x0, x1_) in wins]
         cur = x1
         for seg in self.segments:
             crops, spans = [], []
-            for (wy0, wy1, wx0, wx1), reg, val in zip(wins, regions, values):
+            for (wy0, wy1, wx0, wx1), reg, val in zip(wins, regions, values, strict=False):
                 corner, out = [], []
                 for ax, (lo, hi) in enumerate(((wy0, wy1), (wx0, wx1))):
                     o0, o1 = _changed(seg.rf_b, lo, hi, self.tr.shapes[seg.b][1 + ax], ax)
@@ -221,7 +229,7 @@ class _Occluder:
             cur = clean[seg.b]
         last = self.segments[-1].b
         maps = cur.repeat(n, 1, 1, 1)
-        for i, (reg, val) in enumerate(zip(regions, values)):
+        for i, (reg, val) in enumerate(zip(regions, values, strict=False)):
             maps[i, :, reg[0] : reg[1], reg[2] : reg[3]] = val
         with resume_from(self.net, self.tr, last, maps.contiguous(memory_format=torch.channels_last)):
             return self.net(x1.expand(n, -1, -1, -1))
@@ -301,8 +309,17 @@ def occlusion(
     target's score, sliding window (3, window, window), strides (3, stride, stride) and the same
     baseline), summed over colour channels divided by three, i.e. any one channel."""
     model = as_model(model)
-    drops, _ = occlusion_windows(model, x, target, window=window, stride=stride, baseline=baseline,
-                                 softmax=softmax, batch_size=batch_size, incremental=incremental)
+    drops, _ = occlusion_windows(
+        model,
+        x,
+        target,
+        window=window,
+        stride=stride,
+        baseline=baseline,
+        softmax=softmax,
+        batch_size=batch_size,
+        incremental=incremental,
+    )
     return spread_windows(drops, tuple(x.shape[-2:]), window, stride)
 
 
