@@ -16,6 +16,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	mkdir -p $(DEMO)
+	$(VL) layers > $(DEMO)/layers.txt
 	$(VL) classify chelsea coffee rocket
 	$(VL) activations chelsea --layer blocks.2 -o $(DEMO)/activations.png
 	$(VL) filters -o $(DEMO)/filters.png

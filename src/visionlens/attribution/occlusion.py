@@ -25,6 +25,7 @@ from ..probe import ReceptiveField, Trace, forward_until, receptive_fields, resu
 from ._common import Target, resolve_targets, score
 
 Window = tuple[int, int, int, int]  # rows [y0, y1), cols [x0, x1)
+_FRAC = 0.8  # stop cutting once a window changes more than this fraction of a map
 
 
 def window_starts(size: int, window: int, stride: int) -> list[int]:
@@ -171,7 +172,7 @@ def _plan(net: nn.Module, tr: Trace, hw: tuple[int, int], window: int, stride: i
         # stop once the region a window changes is no longer small against the map
         o = [_changed(rf, mid[ax], mid[ax] + window, size_b[ax], ax) for ax in (0, 1)]
         frac = (o[0][1] - o[0][0]) * (o[1][1] - o[1][0]) / (size_b[0] * size_b[1])
-        if crop[0] >= size_a[0] or crop[1] >= size_a[1] or frac > 0.45:
+        if crop[0] >= size_a[0] or crop[1] >= size_a[1] or frac > _FRAC:
             break
         segments.append(_Segment(a, name, rf, s, r, p, (crop[0], crop[1]), size_a))  # type: ignore[arg-type]
         prev = (name, rf, (size_b[0], size_b[1]))
