@@ -30,7 +30,8 @@ def layer_table(model: Model | nn.Module, fields: bool = True) -> list[LayerInfo
     modules = dict(model.net.named_modules())
     spatial = [n for n in tr.order if len(tr.shapes.get(n, ())) == 3]
     rfs = receptive_fields(model.net, size, spatial) if fields else {}
-    ordered = tr.order + [n for n in modules if n and n not in tr.order]
+    # parents before children, in the order they are called; modules that never ran last
+    ordered = sorted(tr.order, key=lambda n: tr.start[n]) + [n for n in modules if n and n not in tr.order]
     return [LayerInfo(n, type(modules[n]).__name__, tr.shapes.get(n), rfs.get(n)) for n in ordered]
 
 
