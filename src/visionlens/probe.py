@@ -63,41 +63,89 @@ class _GuidedClamp(torch.autograd.Function):
         return grad * keep, None, None
 
 
-def guided_relu(x: torch.Tensor) -> torch.Tensor:
-    return _GuidedClamp.apply(x, 0.0, None)
-
-
-def guided_relu6(x: torch.Tensor) -> torch.Tensor:
-    return _GuidedClamp.apply(x, 0.0, 6.0)
-
-
 _RELU_FUNCS = {F.relu, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_, F.relu_}
 _RELU6_FUNCS = {F.relu6}
 _HARDTANH_FUNCS = {F.hardtanh, F.hardtanh_}
 
 
-class _GuidedMode(TorchFunctionMode):
-    """Intercepts ReLU, ReLU6 and hardtanh(0, x) whether they come from modules (nn.ReLU,
-    nn.ReLU6, inplace or not) or from functional calls inside `forward`."""
+class _RedirectedClamp(torch.autograd.Function):
+    """clamp(x, lo, hi) whose backward, for an image whose ordinary gradient through this
+    activation is all zero, passes the gradient where it would move x back into the range
+    (lucid's redirected ReLU). Used for the first steps of feature visualization so that
+    units that start dead still get a signal instead of leaving a grey image."""
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[override]
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, lo: float, hi: float | None) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        ctx.lo, ctx.hi = lo, hi
+        return x.clamp(min=lo, max=hi)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        (x,) = ctx.saved_tensors
+        inside = x > ctx.lo
+        back_in = (x <= ctx.lo) & (grad < 0)  # descent would raise x into the range
+        if ctx.hi is not None:
+            inside &= x < ctx.hi
+            back_in |= (x >= ctx.hi) & (grad > 0)
+        normal = grad * inside
+        dead = normal.flatten(1).abs().amax(1) == 0
+        dead = dead.view(-1, *([1] * (grad.dim() - 1)))
+        return torch.where(dead, grad * back_in, normal), None, None
+
+
+def _clamp_args(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[float, float | None] | None:
+    """(lo, hi) when `func` is a ReLU-family activation, else None."""
+    if func in _RELU_FUNCS:
+        return 0.0, None
+    if func in _RELU6_FUNCS:
+        return 0.0, 6.0
+    if func in _HARDTANH_FUNCS:
+        lo = args[1] if len(args) > 1 else kwargs.get("min_val", -1.0)
+        hi = args[2] if len(args) > 2 else kwargs.get("max_val", 1.0)
+        return float(lo), float(hi)
+    return None
+
+
+class _ActivationMode(TorchFunctionMode):
+    """Routes ReLU, ReLU6 and hardtanh through a custom backward rule whether they come from
+    modules (nn.ReLU, nn.ReLU6, inplace or not) or from functional calls inside `forward`."""
+
+    def __init__(self, rule: type[torch.autograd.Function]) -> None:
+        super().__init__()
+        self.rule = rule
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def,override]
         kwargs = kwargs or {}
-        if func in _RELU_FUNCS:
-            return guided_relu(args[0])
-        if func in _RELU6_FUNCS:
-            return guided_relu6(args[0])
-        if func in _HARDTANH_FUNCS:
-            lo = args[1] if len(args) > 1 else kwargs.get("min_val", -1.0)
-            hi = args[2] if len(args) > 2 else kwargs.get("max_val", 1.0)
-            return _GuidedClamp.apply(args[0], float(lo), float(hi))
+        bounds = _clamp_args(func, args, kwargs)
+        if bounds is not None and isinstance(args[0], torch.Tensor) and args[0].requires_grad:
+            return self.rule.apply(args[0], *bounds)
         return func(*args, **kwargs)
+
+
+BACKWARD_RULES: dict[str, type[torch.autograd.Function]] = {"guided": _GuidedClamp, "redirect": _RedirectedClamp}
+
+
+@contextmanager
+def backward_rule(name: str | None) -> Iterator[None]:
+    """Within this context ReLU-family activations use the named backward rule
+    ("guided" or "redirect"); None changes nothing."""
+    if name is None:
+        yield
+        return
+    if name not in BACKWARD_RULES:
+        raise ValueError(f"unknown backward rule {name!r}")
+    with _ActivationMode(BACKWARD_RULES[name]):
+        yield
 
 
 # ---------------------------------------------------------------- the probe
 
 
 class Probe:
-    """Context manager capturing the outputs of named layers during forward passes.
+    """Context manager capturing the outputs of named layers during forward passes, and
+    optionally routing every ReLU-family activation through another backward rule
+    ("guided" backprop, or "redirect" for feature visualization).
 
         with Probe(net, ["blocks.3"], guided=False) as probe:
             logits = net(x)
@@ -114,11 +162,14 @@ class Probe:
         layers: Sequence[str] = (),
         guided: bool = False,
         param_grads: bool = False,
+        backward_rule: str | None = None,
     ) -> None:
         self.net = net
         self.layers = list(layers)
         self.modules = {name: resolve_layer(net, name) for name in self.layers}
-        self.guided = guided
+        self.rule = "guided" if guided else backward_rule
+        if self.rule is not None and self.rule not in BACKWARD_RULES:
+            raise ValueError(f"unknown backward rule {self.rule!r}")
         self.param_grads = param_grads
         self.outputs: dict[str, torch.Tensor] = {}
         self._undo: list[Callable[[], None]] = []
@@ -153,10 +204,10 @@ class Probe:
             for name, module in self.modules.items():
                 handle = module.register_forward_hook(self._hook(name))
                 self._undo.append(handle.remove)
-            if self.guided:
-                mode = _GuidedMode()
-                mode.__enter__()
-                self._undo.append(lambda: mode.__exit__(None, None, None))
+            if self.rule is not None:
+                rule = backward_rule(self.rule)
+                rule.__enter__()
+                self._undo.append(lambda: rule.__exit__(None, None, None))
         except BaseException:
             self._restore()
             raise

@@ -1,0 +1,189 @@
+"""The synthesis engine: ONE optimization loop behind every technique that makes an image.
+
+    parameterization -> random transforms -> model (as far as the objective needs) -> objective -> step
+
+Gradient-ascent feature visualization, DeepDream, inversion, texture synthesis and style
+transfer are short recipes that choose a parameterization, an objective and an optimizer.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..models import Model, as_model
+from ..probe import Probe, backward_rule, forward_until, trace
+from .objectives import Objective, State
+from .param import make_param
+from .transforms import RandomTransforms, Transform
+
+
+@dataclass
+class Result:
+    images: torch.Tensor  # (B, 3, H, W) in [0, 1]
+    values: list[float] = field(default_factory=list)  # objective after each step
+    steps: int = 0
+    interrupted: bool = False  # Ctrl-C: images are the last completed step
+    failure: str | None = None  # e.g. the objective became NaN: images are the last good step
+
+
+class NormalizedAscent(torch.optim.Optimizer):
+    """Plain gradient steps scaled by the gradient's mean magnitude (DeepDream's update)."""
+
+    def __init__(self, params: list[nn.Parameter], lr: float = 0.01) -> None:
+        super().__init__(params, {"lr": lr})
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:  # type: ignore[override]
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    p.add_(p.grad / (p.grad.abs().mean() + 1e-8), alpha=-group["lr"])
+        return loss
+
+
+def _optimizer(kind: str, params: list[nn.Parameter], lr: float) -> torch.optim.Optimizer:
+    if kind == "adam":
+        return torch.optim.Adam(params, lr=lr)
+    if kind == "lbfgs":
+        return torch.optim.LBFGS(params, lr=lr, max_iter=1, history_size=50, line_search_fn="strong_wolfe")
+    if kind == "normalized":
+        return NormalizedAscent(params, lr=lr)
+    from ..errors import ArgumentError
+
+    raise ArgumentError(f"unknown optimizer {kind!r}; choose adam, lbfgs or normalized")
+
+
+def _tiles(h: int, w: int, tile: int | None) -> list[tuple[slice, slice]]:
+    if not tile or (h <= tile and w <= tile):
+        return [(slice(None), slice(None))]
+    ny, nx = math.ceil(h / tile), math.ceil(w / tile)
+    ys = [round(i * h / ny) for i in range(ny + 1)]
+    xs = [round(j * w / nx) for j in range(nx + 1)]
+    return [(slice(ys[i], ys[i + 1]), slice(xs[j], xs[j + 1])) for i in range(ny) for j in range(nx)]
+
+
+def synthesize(
+    model: Model | nn.Module,
+    objective: Objective,
+    *,
+    batch: int = 1,
+    size: int | tuple[int, int] = 128,
+    init: torch.Tensor | None = None,
+    param: str = "fourier",
+    steps: int = 256,
+    lr: float = 0.05,
+    optimizer: str = "adam",
+    transforms: Transform | str | None = "standard",
+    redirect_steps: int | None = None,
+    tile: int | None = None,
+    seed: int | None = 0,
+    progress: bool = False,
+    save_every: int | None = None,
+    on_frame: Callable[[int, torch.Tensor], None] | None = None,
+) -> Result:
+    """Optimize an image (batch) to maximize `objective` on `model`.
+
+    init: (B, 3, H, W) images in [0, 1] to start from (else small noise of `size`).
+    param: "fourier" (decorrelated 1/f spectrum), "pixel" (sigmoid pixels) or "raw" via init.
+    optimizer: "adam", "lbfgs" or "normalized" (DeepDream's scaled gradient step).
+    transforms: "standard" (pad, jitter, scale, rotate), a callable, or None.
+    redirect_steps: for this many first steps ReLUs pass gradient to dead units (default:
+    an eighth of the steps, at most 32, for feature visualization from noise; 0 when `init`).
+    tile: evaluate the objective on tiles of at most this many pixels (large images).
+    save_every / on_frame: call on_frame(step, images) every N steps.
+    """
+    model = as_model(model)
+    net, dev = model.net, model.device
+    gen = torch.Generator().manual_seed(seed) if seed is not None else None
+    if init is not None:
+        init = init.detach().to(dev, torch.float32)
+        shape = tuple(init.shape)
+    else:
+        hw = (size, size) if isinstance(size, int) else size
+        shape = (batch, 3, *hw)
+    img_param = make_param(param, shape, init, gen).to(dev)  # type: ignore[arg-type]
+    opt = _optimizer(optimizer, list(img_param.parameters()), lr)
+    tf: Transform | None = RandomTransforms(generator=gen) if transforms == "standard" else transforms  # type: ignore[assignment]
+    if redirect_steps is None:
+        redirect_steps = 0 if init is not None else min(32, steps // 8)
+    layers = list(objective.layers)
+    stop = None
+    if layers and not objective.needs_output:  # run the network only as far as the objective looks
+        tr = trace(net, torch.zeros(1, 3, 64, 64, device=dev))
+        stop = max(layers, key=lambda n: tr.end.get(n, 0))
+    pre = model.preprocessing
+    values: list[float] = []
+    result = Result(img_param().detach().clone())
+    last_good = copy.deepcopy(img_param.state_dict())
+
+    def closure(step: int) -> torch.Tensor:
+        opt.zero_grad()
+        img = img_param()
+        seen = tf(img) if tf is not None else img
+        total = torch.zeros((), device=dev)
+        cuts = _tiles(seen.shape[-2], seen.shape[-1], tile)
+        with Probe(net, layers) as probe, backward_rule("redirect" if step < redirect_steps else None):
+            for k, (ys, xs) in enumerate(cuts):
+                part = seen[..., ys, xs]
+                x = pre.normalize(part)
+                out = forward_until(net, x, stop) if stop else net(x)
+                state = State(img if len(cuts) == 1 else part, {n: probe[n] for n in layers}, None if stop else out)
+                value = objective(state)
+                (-value).backward(retain_graph=k < len(cuts) - 1)
+                total = total + value.detach()
+        return -total
+
+    bar = None
+    if progress:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TextColumn("{task.fields[value]}"),
+            TimeRemainingColumn(),
+            transient=True,
+        )
+        task = bar.add_task(objective.description[:60], total=steps, value="")
+        bar.start()
+    try:
+        with torch.inference_mode(False), torch.enable_grad():
+            for step in range(steps):
+                loss = opt.step(lambda s=step: closure(s))  # type: ignore[misc]
+                value = -float(loss) if loss is not None else float("nan")
+                if hasattr(img_param, "constrain"):
+                    img_param.constrain()
+                finite = math.isfinite(value) and all(torch.isfinite(p).all() for p in img_param.parameters())
+                if not finite:
+                    img_param.load_state_dict(last_good)
+                    result.failure = f"the objective became {value} at step {step + 1}; kept the image of step {step}"
+                    break
+                last_good = copy.deepcopy(img_param.state_dict())
+                values.append(value)
+                result.steps = step + 1
+                if bar is not None:
+                    bar.update(task, advance=1, value=f"{value:.4g}")
+                if on_frame is not None and save_every and (step + 1) % save_every == 0:
+                    with torch.no_grad():
+                        on_frame(step + 1, img_param().detach())
+    except KeyboardInterrupt:
+        img_param.load_state_dict(last_good)
+        result.interrupted = True
+    finally:
+        if bar is not None:
+            bar.stop()
+    with torch.no_grad():
+        result.images = img_param().detach()
+    result.values = values
+    return result
