@@ -335,6 +335,8 @@ def occlusion(
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user mistakes become one line on stderr and exit status 2."""
+    from . import cli_synthesis  # noqa: F401 - registers the synthesis commands on `app`
+
     err = Console(stderr=True)
     cmd = typer.main.get_command(app)
     try:

@@ -6,11 +6,15 @@ import os
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError
+
+if TYPE_CHECKING:
+    import torch
 
 # PIL's default guard (about 89 Mpx) lets an ordinary 8000x6000 photo through and stops
 # decompression bombs; we turn its warning zone into a hard error above twice that size.
@@ -123,3 +127,19 @@ def load_image(source: str | os.PathLike[str] | Image.Image | np.ndarray) -> Ima
         raise ImageError(f"{path}: not an image file PIL can read (PNG, JPEG, TIFF, ...)") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"{path}: unreadable or truncated image ({e})") from None
+
+
+def image_tensor(
+    source: str | os.PathLike[str] | Image.Image | np.ndarray, size: int | None = None, square: bool = False
+) -> torch.Tensor:
+    """An image as a (1, 3, H, W) float tensor in [0, 1]. `size` sets the shorter side
+    (bicubic); `square` then centre-crops to size x size."""
+    import torch
+    from torchvision.transforms import functional as TF
+
+    img = load_image(source)
+    if size is not None:
+        img = TF.resize(img, size, interpolation=TF.InterpolationMode.BICUBIC, antialias=True)
+        if square:
+            img = TF.center_crop(img, [size, size])
+    return TF.to_tensor(img).unsqueeze(0).to(torch.float32)

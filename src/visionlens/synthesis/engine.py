@@ -176,6 +176,7 @@ def synthesize(
                 result.steps = step + 1
                 if bar is not None:
                     bar.update(task, advance=1, value=f"{value:.4g}")
+                    bar.refresh()
                 if on_frame is not None and save_every and (step + 1) % save_every == 0:
                     with torch.no_grad():
                         on_frame(step + 1, img_param().detach())
