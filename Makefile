@@ -6,7 +6,7 @@ VL := $(VENV)/bin/visionlens
 STAMP := $(VENV)/.installed
 DEMO := demo
 
-.PHONY: demo test lint bench clean
+.PHONY: demo gallery test bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,26 +14,48 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 
-demo: $(STAMP)
-	mkdir -p $(DEMO)
-	$(VL) layers > $(DEMO)/layers.txt
+# Every technique on the bundled model and images, written into $(OUT).
+define PICTURES
+	mkdir -p $(1)
+	$(VL) layers > $(1)/layers.txt
 	$(VL) classify chelsea coffee rocket
-	$(VL) activations chelsea --layer blocks.2 -o $(DEMO)/activations.png
-	$(VL) filters -o $(DEMO)/filters.png
-	$(VL) saliency chelsea --method gradient -o $(DEMO)/saliency-gradient.png
-	$(VL) saliency chelsea --method smoothgrad -o $(DEMO)/saliency-smoothgrad.png
-	$(VL) saliency chelsea --method guided -o $(DEMO)/saliency-guided.png
-	$(VL) saliency chelsea --method gradcam -o $(DEMO)/saliency-gradcam.png
-	$(VL) saliency chelsea --method guided-gradcam -o $(DEMO)/saliency-guided-gradcam.png
-	$(VL) occlusion chelsea --window 16 --stride 8 -o $(DEMO)/occlusion.png
+	$(VL) activations chelsea --layer blocks.2 -o $(1)/activations.png
+	$(VL) filters -o $(1)/filters.png
+	$(VL) filters --layer blocks.1.0.conv_dw -o $(1)/filters-depthwise.png
+	$(VL) saliency chelsea --method gradient -o $(1)/saliency-gradient.png
+	$(VL) saliency chelsea --method smoothgrad -o $(1)/saliency-smoothgrad.png
+	$(VL) saliency chelsea --method guided -o $(1)/saliency-guided.png
+	$(VL) saliency chelsea --method gradcam -o $(1)/saliency-gradcam.png
+	$(VL) saliency chelsea --method guided-gradcam -o $(1)/saliency-guided-gradcam.png
+	$(VL) saliency coffee --method gradcam -o $(1)/gradcam-coffee.png
+	$(VL) occlusion chelsea --window 16 --stride 8 -o $(1)/occlusion.png
+	$(VL) visualize --layer blocks.4 --unit 0-7 --steps 256 -o $(1)/visualize-units.png
+	$(VL) visualize --layer blocks.5 --unit 3 --diversity 4 --steps 256 -o $(1)/visualize-diversity.png
+	$(VL) visualize --class goldfish,daisy,espresso,tabby --steps 256 -o $(1)/visualize-classes.png
+	$(VL) dream chelsea --layer blocks.3 -o $(1)/dream.png
+	$(VL) invert chelsea --layer blocks.1 -o $(1)/invert-blocks.1.png
+	$(VL) invert chelsea --layer blocks.3 -o $(1)/invert-blocks.3.png
+	$(VL) gram chelsea --layer blocks.2 -o $(1)/gram.png
+	$(VL) texture brick --size 192 -o $(1)/texture-brick.png
+	$(VL) texture coffee --size 192 -o $(1)/texture-coffee.png
+	$(VL) style chelsea coffee --size 256 -o $(1)/style.png
+endef
+
+demo: $(STAMP)
+	$(call PICTURES,$(DEMO))
 	@echo "pictures in $(abspath $(DEMO))"
+
+gallery: $(STAMP)
+	$(call PICTURES,docs/gallery)
 
 test: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m pytest
 
 bench: $(STAMP)
+	$(PY) -m pip install -q -e ".[bench]"
 	$(PY) benchmarks/attribution.py
+	$(PY) benchmarks/synthesis.py
 
 clean:
 	rm -rf $(DEMO) .pytest_cache

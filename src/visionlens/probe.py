@@ -44,25 +44,6 @@ def resolve_layer(net: nn.Module, name: str) -> nn.Module:
 # ---------------------------------------------------------------- guided backprop
 
 
-class _GuidedClamp(torch.autograd.Function):
-    """clamp(x, lo, hi) whose backward passes a gradient only where lo < x < hi AND the
-    incoming gradient is positive (Springenberg et al. 2015)."""
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, lo: float, hi: float | None) -> torch.Tensor:
-        ctx.save_for_backward(x)
-        ctx.lo, ctx.hi = lo, hi
-        return x.clamp(min=lo, max=hi)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
-        (x,) = ctx.saved_tensors
-        keep = (x > ctx.lo) & (grad > 0)
-        if ctx.hi is not None:
-            keep &= x < ctx.hi
-        return grad * keep, None, None
-
-
 _RELU_FUNCS = {F.relu, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_, F.relu_}
 _RELU6_FUNCS = {F.relu6}
 _HARDTANH_FUNCS = {F.hardtanh, F.hardtanh_}
@@ -107,23 +88,41 @@ def _clamp_args(func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tup
     return None
 
 
+_OUT_OF_PLACE = {torch.relu_: torch.relu, torch.Tensor.relu_: torch.relu, F.relu_: torch.relu, F.hardtanh_: F.hardtanh}
+
+
+def _positive_grad(g: torch.Tensor) -> torch.Tensor:
+    return g.clamp(min=0)
+
+
 class _ActivationMode(TorchFunctionMode):
     """Routes ReLU, ReLU6 and hardtanh through a custom backward rule whether they come from
-    modules (nn.ReLU, nn.ReLU6, inplace or not) or from functional calls inside `forward`."""
+    modules (nn.ReLU, nn.ReLU6, inplace or not) or from functional calls inside `forward`.
 
-    def __init__(self, rule: type[torch.autograd.Function]) -> None:
+    The guided rule needs no custom function: the activation's own backward already zeroes
+    the gradient outside its range, so a hook that keeps only the positive part of the
+    incoming gradient on its output gives exactly guided backprop at native speed."""
+
+    def __init__(self, rule: str) -> None:
         super().__init__()
         self.rule = rule
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def,override]
         kwargs = kwargs or {}
         bounds = _clamp_args(func, args, kwargs)
-        if bounds is not None and isinstance(args[0], torch.Tensor) and args[0].requires_grad:
-            return self.rule.apply(args[0], *bounds)
-        return func(*args, **kwargs)
+        if bounds is None or not isinstance(args[0], torch.Tensor) or not args[0].requires_grad:
+            return func(*args, **kwargs)
+        if self.rule == "redirect":
+            return _RedirectedClamp.apply(args[0], *bounds)
+        kwargs.pop("inplace", None)
+        if func in (F.relu, F.relu6, F.hardtanh):
+            args = args[:1] + tuple(a for a in args[1:] if not isinstance(a, bool))
+        out = _OUT_OF_PLACE.get(func, func)(*args, **kwargs)
+        out.register_hook(_positive_grad)
+        return out
 
 
-BACKWARD_RULES: dict[str, type[torch.autograd.Function]] = {"guided": _GuidedClamp, "redirect": _RedirectedClamp}
+BACKWARD_RULES = ("guided", "redirect")
 
 
 @contextmanager
@@ -135,7 +134,7 @@ def backward_rule(name: str | None) -> Iterator[None]:
         return
     if name not in BACKWARD_RULES:
         raise ValueError(f"unknown backward rule {name!r}")
-    with _ActivationMode(BACKWARD_RULES[name]):
+    with _ActivationMode(name):
         yield
 
 

@@ -1,0 +1,242 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import visionlens as vl
+from visionlens.errors import ArgumentError, LayerError, TargetError
+from visionlens.images import image_tensor
+from visionlens.synthesis import objectives as O
+from visionlens.synthesis import synthesize
+from visionlens.synthesis.param import _COLOUR_SQRT, FourierImage, PixelImage, colour_correlation_sqrt
+from visionlens.synthesis.recipes import (
+    features,
+    gram_matrix,
+    invert,
+    layer_channels,
+    style_transfer,
+    texture,
+    visualize,
+)
+from visionlens.synthesis.transforms import RandomTransforms
+
+
+def test_objective_algebra_and_descriptions() -> None:
+    obj = O.channel("blocks.4", 7) - 1e-3 * O.total_variation() + 2 * O.layer_l2("blocks.2")
+    assert str(obj) == "channel(blocks.4, 7) - 0.001 * total_variation() + 2 * layer_l2(blocks.2)"
+    assert obj.layers == ("blocks.4", "blocks.2")
+    img = torch.rand(2, 3, 8, 8)
+    acts = {"blocks.4": torch.rand(2, 9, 4, 4), "blocks.2": torch.rand(2, 3, 4, 4)}
+    s = O.State(img, acts)
+    want = (acts["blocks.4"][:, 7].mean((1, 2)).sum() - 1e-3 * O.total_variation()(s)
+            + 2 * acts["blocks.2"].pow(2).mean((1, 2, 3)).sum())
+    assert torch.allclose(obj(s), want)
+    assert torch.allclose((-obj)(s), -want) and torch.allclose((obj / 2)(s), want / 2)
+    assert sum([O.channel("a", 1), O.channel("a", 2)]).layers == ("a",)
+
+
+def test_parameterizations() -> None:
+    assert (colour_correlation_sqrt() - _COLOUR_SQRT).abs().max() < 1e-3
+    x = torch.rand(2, 3, 40, 56) * 0.8 + 0.1
+    assert torch.allclose(FourierImage(tuple(x.shape), init=x)(), x, atol=1e-4)
+    assert torch.allclose(PixelImage(tuple(x.shape), init=x)(), x, atol=1e-5)
+    noise = FourierImage((1, 3, 64, 64))()
+    assert abs(float(noise.mean()) - 0.5) < 0.02 and float(noise.std()) < 0.05
+    out = RandomTransforms(generator=torch.Generator().manual_seed(0))(x)
+    assert out.shape == (2, 3, 64, 80)
+
+
+def test_same_seed_same_image(bundled: vl.Model) -> None:
+    a = visualize(bundled, "blocks.1", 3, size=48, steps=6).images
+    b = visualize(bundled, "blocks.1", 3, size=48, steps=6).images
+    c = visualize(bundled, "blocks.1", 3, size=48, steps=6, seed=1).images
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+class _DeadUnit(nn.Module):
+    """Channel 0 after the ReLU is dead for every grey-ish input: its pre-activation is -5."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, 3, padding=1)
+        with torch.no_grad():
+            self.conv.weight.fill_(0.1)
+            self.conv.bias.fill_(-5.0)
+        self.act = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.conv(x)).mean((2, 3))
+
+
+def test_redirected_relu_revives_dead_units() -> None:
+    net = _DeadUnit().eval()
+    obj = O.channel("act", 0)
+    dead = synthesize(net, obj, size=16, steps=10, redirect_steps=0, transforms=None)
+    alive = synthesize(net, obj, size=16, steps=10, redirect_steps=10, transforms=None)
+    assert float(dead.images.std()) < 0.01  # no gradient at all: still the grey start
+    assert float((alive.images - dead.images).abs().mean()) > 0.05
+
+
+def test_nan_stops_and_keeps_last_good_image(bundled: vl.Model) -> None:
+    calls = {"n": 0}
+
+    def fn(s: O.State) -> torch.Tensor:
+        calls["n"] += 1
+        v = s.acts["blocks.1"].mean()
+        return v * float("nan") if calls["n"] > 3 else v
+
+    res = synthesize(bundled, O.Objective(fn, "nan after 3", ["blocks.1"]), size=32, steps=10)
+    assert res.failure and "step 4" in res.failure and res.steps == 3
+    assert torch.isfinite(res.images).all()
+
+
+def test_interrupt_keeps_current_image(bundled: vl.Model) -> None:
+    def stop(step: int, img: torch.Tensor) -> None:
+        if step == 2:
+            raise KeyboardInterrupt
+
+    res = synthesize(bundled, O.channel("blocks.1", 0), size=32, steps=10, save_every=1, on_frame=stop)
+    assert res.interrupted and res.steps == 2 and torch.isfinite(res.images).all()
+
+
+def test_bad_synthesis_input(bundled: vl.Model) -> None:
+    with pytest.raises(ArgumentError, match="out of range"):
+        visualize(bundled, "blocks.4", 500, steps=1)
+    with pytest.raises(LayerError, match="no layer named"):
+        visualize(bundled, "block.4", 1, steps=1)
+    with pytest.raises(TargetError):
+        visualize(bundled, classes="no such thing", steps=1)
+    assert layer_channels(bundled, "blocks.4") == 112
+
+
+def _power_slope(img: torch.Tensor) -> float:
+    g = img.mean(0).numpy()
+    g = g - g.mean()
+    p = np.abs(np.fft.fftshift(np.fft.fft2(g))) ** 2
+    h, w = p.shape
+    yy, xx = np.indices(p.shape)
+    r = np.hypot(yy - h // 2, xx - w // 2).astype(int)
+    radial = np.bincount(r.ravel(), p.ravel()) / np.bincount(r.ravel())
+    f = np.arange(1, min(h, w) // 2)
+    return float(np.polyfit(np.log(f), np.log(radial[f]), 1)[0])
+
+
+def test_unit_visualization_beats_dataset_and_is_not_noise(bundled: vl.Model) -> None:
+    layer, unit = "blocks.4", 7
+    best = max(float(vl.activations(bundled, bundled.prepare(n), layer)[0, unit].mean()) for n in vl.sample_names())
+    res = visualize(bundled, layer, unit, size=96, steps=96)
+    act = float(vl.activations(bundled, bundled.preprocessing.normalize(res.images), layer)[0, unit].mean())
+    assert act >= 3 * best
+    assert -3 < _power_slope(res.images[0]) < -1
+    assert not -3 < _power_slope(torch.rand(3, 96, 96)) < -1  # white noise is flat
+
+
+def test_class_visualization_is_robustly_that_class(bundled: vl.Model) -> None:
+    res = visualize(bundled, classes="goldfish", size=128, steps=96)
+    tf = RandomTransforms(pad=8, jitter=12, scale=(0.85, 1.15), degrees=15, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        views = torch.cat([tf(res.images) for _ in range(6)])
+        p = bundled.net(bundled.preprocessing.normalize(views)).softmax(-1)[:, 1]
+    assert float(p.min()) > 0.9
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(10 * torch.log10(1 / ((a - b) ** 2).mean()))
+
+
+def test_inversion(bundled: vl.Model) -> None:
+    x = image_tensor("chelsea", 96, square=True)
+    early = invert(bundled, x, "blocks.1", steps=200)
+    assert _psnr(early.images, x) >= 20
+    deep = invert(bundled, x, "blocks.3", steps=200)
+    fa, fx = features(bundled, deep.images, ["blocks.3"])["blocks.3"], features(bundled, x, ["blocks.3"])["blocks.3"]
+    assert float((fa - fx).norm() / fx.norm()) < 0.1
+
+
+def _log_spectrum(img: torch.Tensor) -> np.ndarray:
+    g = img.mean(0).numpy()
+    p = np.abs(np.fft.fft2(g - g.mean())) ** 2
+    h, w = p.shape
+    yy, xx = np.indices(p.shape)
+    r = np.minimum(np.hypot(np.minimum(yy, h - yy), np.minimum(xx, w - xx)).astype(int), min(h, w) // 2)
+    radial = np.bincount(r.ravel(), p.ravel()) / np.bincount(r.ravel())
+    return np.log(radial[1:] + 1e-12)
+
+
+def _hist_distance(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Mean over colour channels of the L1 distance between 32-bin histograms (0 to 2)."""
+    d = 0.0
+    for c in range(3):
+        ha = np.histogram(a[c].numpy(), 32, (0, 1))[0] / a[c].numel()
+        hb = np.histogram(b[c].numpy(), 32, (0, 1))[0] / b[c].numel()
+        d += float(np.abs(ha - hb).sum()) / 3
+    return d
+
+
+def _max_crop_correlation(img: torch.Tensor, src: torch.Tensor) -> float:
+    """Highest correlation between `img` and any same-size crop of `src` (via FFT)."""
+    from scipy.signal import fftconvolve
+
+    a = img.mean(0).numpy()
+    s = src.mean(0).numpy()
+    h, w = a.shape
+    a = (a - a.mean()) / (a.std() + 1e-8)
+    num = fftconvolve(s, a[::-1, ::-1], mode="valid")
+    ones = np.ones_like(a)
+    mu = fftconvolve(s, ones, mode="valid") / a.size
+    var = fftconvolve(s**2, ones, mode="valid") / a.size - mu**2
+    return float((num / a.size / np.sqrt(np.maximum(var, 1e-12))).max())
+
+
+@pytest.mark.parametrize("source", ["brick", "coffee"])
+def test_texture_synthesis_matches_statistics_without_copying(bundled: vl.Model, source: str) -> None:
+    src = image_tensor(source, 96, square=True)
+    big = image_tensor(source, 96)
+    res = texture(bundled, src, size=96, steps=120).images[0]
+    noise = torch.rand(3, 96, 96)
+    spec_err = float(np.abs(_log_spectrum(res) - _log_spectrum(src[0])).mean())
+    noise_err = float(np.abs(_log_spectrum(noise) - _log_spectrum(src[0])).mean())
+    assert spec_err < 1.0 < noise_err
+    assert _hist_distance(res, src[0]) < 0.6 < _hist_distance(noise, src[0])
+    assert _max_crop_correlation(res, big[0]) < 0.9
+
+
+def test_style_transfer(bundled: vl.Model) -> None:
+    content = image_tensor("chelsea", 128)
+    style = image_tensor("coffee", 96).mean(1, keepdim=True).expand(-1, 3, -1, -1)  # other size, grey
+    res = style_transfer(bundled, content, style, steps=60)
+    from visionlens.synthesis.recipes import DEFAULT_STYLE_LAYERS
+
+    s = features(bundled, torch.nn.functional.interpolate(style, size=content.shape[-2:]), DEFAULT_STYLE_LAYERS)
+
+    def style_loss(img: torch.Tensor) -> float:
+        f = features(bundled, img, DEFAULT_STYLE_LAYERS)
+        return sum(float(((O.gram(f[n]) - O.gram(s[n])) ** 2).sum() / (O.gram(s[n]) ** 2).sum()) for n in s)
+
+    assert style_loss(res.images) <= 0.1 * style_loss(content)
+    top1 = int(vl.classify(bundled, bundled.preprocessing.normalize(content), 1)[1][0, 0])
+    assert top1 in vl.classify(bundled, bundled.preprocessing.normalize(res.images), 5)[1][0].tolist()
+
+
+def test_deepdream_amplifies_and_keeps_structure(bundled: vl.Model) -> None:
+    from skimage.metrics import structural_similarity
+
+    from visionlens.synthesis.recipes import dream
+
+    x = image_tensor("chelsea", 128)
+    res = dream(bundled, x, "blocks.3", octaves=3)
+    l2 = [float(features(bundled, im, ["blocks.3"])["blocks.3"].pow(2).mean()) for im in (x, res.images)]
+    assert l2[1] >= 2 * l2[0]
+    ssim = structural_similarity(x[0].numpy(), res.images[0].numpy(), channel_axis=0, data_range=1.0)
+    assert ssim > 0.3
+
+
+def test_gram_matrix(bundled: vl.Model) -> None:
+    g = gram_matrix(bundled, image_tensor("coffee", 96), "blocks.2", top=5)
+    assert g.matrix.shape == (40, 40) and torch.allclose(g.matrix, g.matrix.T, atol=1e-5)
+    assert len(g.top_pairs) == 5 and all(a < b for a, b, _ in g.top_pairs)
+    assert g.top_pairs[0][2] >= g.top_pairs[-1][2]
+    with pytest.raises(LayerError, match="no spatial output"):
+        gram_matrix(bundled, image_tensor("coffee", 96), "classifier")
