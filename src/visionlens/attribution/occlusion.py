@@ -100,14 +100,12 @@ def _fold_batchnorms(net: nn.Module, tr: Trace) -> None:
 
 
 def _fast_copy(net: nn.Module, x1: torch.Tensor) -> nn.Module:
-    """An inference copy: BatchNorm folded into convolutions, channels-last, no inplace ops.
-    Kept only if it gives the original's logits."""
+    """An inference copy: BatchNorm folded into convolutions, channels-last. Kept only if it
+    gives the original's logits. (Inplace activations stay: every tensor the occluder feeds
+    in or reads back is its own copy.)"""
     fast = copy.deepcopy(net).eval()
     for p in fast.parameters():
         p.requires_grad_(False)
-    for m in fast.modules():
-        if getattr(m, "inplace", None) is True:
-            m.inplace = False
     with torch.inference_mode():
         ref = net.eval()(x1)
         plain = copy.deepcopy(fast)
