@@ -151,16 +151,19 @@ def invert(
     image: torch.Tensor,
     layer: str,
     *,
-    steps: int = 400,
-    lr: float = 0.05,
-    tv_weight: float = 0.05,
-    alpha_weight: float = 1e-4,
-    param: str = "pixel",
+    steps: int = 150,
+    lr: float = 1.0,
+    tv_weight: float = 1e-3,
+    alpha_weight: float = 1e-5,
+    param: str = "fourier",
+    optimizer: str = "lbfgs",
     seed: int | None = 0,
     **engine: Any,
 ) -> Result:
     """Feature inversion (Mahendran & Vedaldi 2015): from noise, an image whose `layer`
-    features match those of `image`, with total-variation and alpha-norm priors."""
+    features match those of `image`, with total-variation and alpha-norm priors. L-BFGS on
+    the decorrelated Fourier parameterization converges far better than Adam on pixels
+    (chelsea at 96 px from blocks.1: 25 dB against 18 dB in the same time)."""
     model = as_model(model)
     target = features(model, image, [layer])[layer]
     objective = -O.feature_loss(layer, target) - tv_weight * O.total_variation() - alpha_weight * O.alpha_norm(6)
@@ -212,23 +215,31 @@ def texture(
     layers: Sequence[str] = DEFAULT_STYLE_LAYERS,
     size: int = 256,
     steps: int = 300,
-    smooth: bool = True,
+    lr: float = 0.05,
+    tv_weight: float = 0.5,
+    smooth: bool = False,
+    param: str = "fourier",
+    optimizer: str = "adam",
     seed: int | None = 0,
     **engine: Any,
 ) -> Result:
     """Gram-matrix texture synthesis (Gatys et al. 2015): from noise, an image whose Gram
-    matrices at several layers match the source's (softmax-smoothed when `smooth`)."""
+    matrices at several layers match the source's. On EfficientNet the decorrelated Fourier
+    parameterization is what makes this work: pixel-space L-BFGS, as with VGG, leaves
+    high-frequency noise (see docs/gallery)."""
     model = as_model(model)
     targets = features(model, image[:1], layers)
     objective = -sum(O.gram_loss(n, O.gram(targets[n], smooth), smooth) for n in layers)
+    if tv_weight:
+        objective = objective - tv_weight * O.total_variation()
     return synthesize(
         model,
         objective,
         size=size,
         steps=steps,
-        lr=1.0,
-        optimizer="lbfgs",
-        param="pixel",
+        lr=lr,
+        optimizer=optimizer,
+        param=param,
         transforms=None,
         redirect_steps=0,
         seed=seed,
@@ -244,15 +255,23 @@ def style_transfer(
     content_layer: str = "blocks.4",
     style_layers: Sequence[str] = DEFAULT_STYLE_LAYERS,
     content_weight: float = 1.0,
-    style_weight: float = 10.0,
+    style_weight: float = 30.0,
     steps: int = 200,
+    lr: float = 0.05,
     smooth: bool = True,
+    param: str = "fourier",
+    optimizer: str = "adam",
     seed: int | None = 0,
     **engine: Any,
 ) -> Result:
-    """Neural style transfer (Gatys et al. 2016), starting from the content image, L-BFGS. The
-    style's Gram matrices use softmax-smoothed activations (Wang et al. 2021), which is what
-    makes a non-VGG network such as EfficientNet stylize well."""
+    """Neural style transfer (Gatys et al. 2016), starting from the content image.
+
+    The style's Gram matrices use softmax-smoothed activations (Wang et al. 2021): with plain
+    Gram matrices EfficientNet's features paint the style image's objects into the result
+    (a cup over the cat) and the content is lost. Adam on the decorrelated Fourier
+    parameterization stylizes more strongly than L-BFGS in the same time; pass
+    optimizer="lbfgs", lr=1 for the classic optimizer. Style images of another size or
+    mode are resized to the content."""
     model = as_model(model)
     if style.shape[-2:] != content.shape[-2:]:
         style = _resize(style, tuple(content.shape[-2:]))
@@ -266,9 +285,9 @@ def style_transfer(
         objective,
         init=content[:1],
         steps=steps,
-        lr=1.0,
-        optimizer="lbfgs",
-        param="pixel",
+        lr=lr,
+        optimizer=optimizer,
+        param=param,
         transforms=None,
         redirect_steps=0,
         seed=seed,
