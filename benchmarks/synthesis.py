@@ -1,6 +1,6 @@
 """Benchmark visionlens image synthesis against lucent and the PyTorch style-transfer tutorial.
 
-Same process, bundled EfficientNet-Lite0, 2 CPU threads. Needs `pip install torch-lucent`.
+Same process, bundled EfficientNet-Lite0, 2 CPU threads (--threads). Needs `pip install torch-lucent`.
 
     python benchmarks/synthesis.py [--quick] [--only vis|style|memory] [--repeats N] [--steps N]
 """
@@ -185,7 +185,7 @@ MEMORY_CODE = """
 import resource, sys, torch, visionlens as vl
 from visionlens.images import image_tensor
 from visionlens.synthesis.recipes import style_transfer
-torch.set_num_threads(2)
+torch.set_num_threads(int(sys.argv[2]))
 m = vl.load_model()
 c, s = image_tensor("chelsea", 512), image_tensor("coffee", 512)
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -194,9 +194,12 @@ print(base / 1024, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, tu
 """
 
 
-def memory_bench(steps: int) -> list[str]:
+def memory_bench(steps: int, threads: int) -> list[str]:
     out = subprocess.run(
-        [sys.executable, "-W", "ignore", "-c", MEMORY_CODE, str(steps)], capture_output=True, text=True, check=True
+        [sys.executable, "-W", "ignore", "-c", MEMORY_CODE, str(steps), str(threads)],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split(maxsplit=2)
     msg = f"memory style transfer {out[2].strip()}, {steps} steps: peak RSS {float(out[1]):.0f} MB"
     return [f"{msg} (after loading model and images {float(out[0]):.0f} MB)"]
@@ -208,10 +211,11 @@ def main() -> None:
     ap.add_argument("--only", choices=["vis", "style", "memory"], help="run one part only")
     ap.add_argument("--repeats", type=int, default=1, help="feature-visualization runs per library (default 1)")
     ap.add_argument("--steps", type=int, default=None, help="feature-visualization steps (default 512, quick 64)")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     args = ap.parse_args()
     warnings.filterwarnings("ignore")
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     model = vl.load_model()
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, model {model.name}, "
@@ -221,7 +225,7 @@ def main() -> None:
     parts: dict[str, Callable[[], list[str]]] = {
         "vis": lambda: vis_bench(model, args.steps or (64 if args.quick else 512), args.repeats),
         "style": lambda: style_bench(model, *((40, 30) if args.quick else (300, 200))),
-        "memory": lambda: memory_bench(5 if args.quick else 20),
+        "memory": lambda: memory_bench(5 if args.quick else 20, args.threads),
     }
     for name, part in parts.items():
         if args.only in (None, name):

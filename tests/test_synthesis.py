@@ -198,22 +198,26 @@ def test_texture_synthesis_matches_statistics_without_copying(bundled: vl.Model,
     noise = torch.rand(3, 96, 96)
     spec_err = float(np.abs(_log_spectrum(res) - _log_spectrum(src[0])).mean())
     noise_err = float(np.abs(_log_spectrum(noise) - _log_spectrum(src[0])).mean())
+    hist, noise_hist = _hist_distance(res, src[0]), _hist_distance(noise, src[0])
+    print(f"{source}: spectrum error {spec_err:.2f} (noise {noise_err:.2f}), histogram distance {hist:.2f} "
+          f"(noise {noise_hist:.2f}), max crop correlation {_max_crop_correlation(res, big[0]):.2f}")
     assert spec_err < 1.0 < noise_err
-    assert _hist_distance(res, src[0]) < 0.6 < _hist_distance(noise, src[0])
+    assert hist < 0.6 < noise_hist
     assert _max_crop_correlation(res, big[0]) < 0.9
 
 
 def test_style_transfer(bundled: vl.Model) -> None:
     content = image_tensor("chelsea", 128)
-    style = image_tensor("coffee", 96).mean(1, keepdim=True).expand(-1, 3, -1, -1)  # other size, grey
-    res = style_transfer(bundled, content, style, steps=60)
+    style = image_tensor("coffee", 96)  # another size: resized to the content
+    res = style_transfer(bundled, content, style, steps=150)
     from visionlens.synthesis.recipes import DEFAULT_STYLE_LAYERS
 
     s = features(bundled, torch.nn.functional.interpolate(style, size=content.shape[-2:]), DEFAULT_STYLE_LAYERS)
 
     def style_loss(img: torch.Tensor) -> float:
         f = features(bundled, img, DEFAULT_STYLE_LAYERS)
-        return sum(float(((O.gram(f[n]) - O.gram(s[n])) ** 2).sum() / (O.gram(s[n]) ** 2).sum()) for n in s)
+        g = {n: (O.gram(f[n], smooth=True), O.gram(s[n], smooth=True)) for n in s}  # the loss it minimizes
+        return sum(float(((a - b) ** 2).sum() / (b**2).sum()) for a, b in g.values())
 
     assert style_loss(res.images) <= 0.1 * style_loss(content)
     top1 = int(vl.classify(bundled, bundled.preprocessing.normalize(content), 1)[1][0, 0])

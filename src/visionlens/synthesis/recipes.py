@@ -175,6 +175,7 @@ def invert(
         steps=steps,
         lr=lr,
         param=param,
+        optimizer=optimizer,
         transforms=None,
         redirect_steps=0,
         seed=seed,
