@@ -30,8 +30,11 @@ def test_objective_algebra_and_descriptions() -> None:
     img = torch.rand(2, 3, 8, 8)
     acts = {"blocks.4": torch.rand(2, 9, 4, 4), "blocks.2": torch.rand(2, 3, 4, 4)}
     s = O.State(img, acts)
-    want = (acts["blocks.4"][:, 7].mean((1, 2)).sum() - 1e-3 * O.total_variation()(s)
-            + 2 * acts["blocks.2"].pow(2).mean((1, 2, 3)).sum())
+    want = (
+        acts["blocks.4"][:, 7].mean((1, 2)).sum()
+        - 1e-3 * O.total_variation()(s)
+        + 2 * acts["blocks.2"].pow(2).mean((1, 2, 3)).sum()
+    )
     assert torch.allclose(obj(s), want)
     assert torch.allclose((-obj)(s), -want) and torch.allclose((obj / 2)(s), want / 2)
     assert sum([O.channel("a", 1), O.channel("a", 2)]).layers == ("a",)
@@ -165,14 +168,11 @@ def _log_spectrum(img: torch.Tensor) -> np.ndarray:
     return np.log(radial[1:] + 1e-12)
 
 
-def _hist_distance(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Mean over colour channels of the L1 distance between 32-bin histograms (0 to 2)."""
-    d = 0.0
-    for c in range(3):
-        ha = np.histogram(a[c].numpy(), 32, (0, 1))[0] / a[c].numel()
-        hb = np.histogram(b[c].numpy(), 32, (0, 1))[0] / b[c].numel()
-        d += float(np.abs(ha - hb).sum()) / 3
-    return d
+def _colour_distance(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Mean over colour channels of the earth mover's distance between pixel-value distributions."""
+    from scipy.stats import wasserstein_distance
+
+    return float(np.mean([wasserstein_distance(a[c].flatten().numpy(), b[c].flatten().numpy()) for c in range(3)]))
 
 
 def _max_crop_correlation(img: torch.Tensor, src: torch.Tensor) -> float:
@@ -194,15 +194,14 @@ def _max_crop_correlation(img: torch.Tensor, src: torch.Tensor) -> float:
 def test_texture_synthesis_matches_statistics_without_copying(bundled: vl.Model, source: str) -> None:
     src = image_tensor(source, 96, square=True)
     big = image_tensor(source, 96)
-    res = texture(bundled, src, size=96, steps=120).images[0]
+    res = texture(bundled, src, size=96, steps=150).images[0]
     noise = torch.rand(3, 96, 96)
     spec_err = float(np.abs(_log_spectrum(res) - _log_spectrum(src[0])).mean())
     noise_err = float(np.abs(_log_spectrum(noise) - _log_spectrum(src[0])).mean())
-    hist, noise_hist = _hist_distance(res, src[0]), _hist_distance(noise, src[0])
-    print(f"{source}: spectrum error {spec_err:.2f} (noise {noise_err:.2f}), histogram distance {hist:.2f} "
-          f"(noise {noise_hist:.2f}), max crop correlation {_max_crop_correlation(res, big[0]):.2f}")
+    # Thresholds: measured here, brick / coffee give spectrum errors 0.7 / 0.4 against uniform
+    # noise's 1.5 / 2.2, and colour distances 0.04 / 0.10 against noise's 0.21 / 0.21.
     assert spec_err < 1.0 < noise_err
-    assert hist < 0.6 < noise_hist
+    assert _colour_distance(res, src[0]) < 0.6 * _colour_distance(noise, src[0])
     assert _max_crop_correlation(res, big[0]) < 0.9
 
 
@@ -212,7 +211,9 @@ def test_style_transfer(bundled: vl.Model) -> None:
     res = style_transfer(bundled, content, style, steps=150)
     from visionlens.synthesis.recipes import DEFAULT_STYLE_LAYERS
 
-    s = features(bundled, torch.nn.functional.interpolate(style, size=content.shape[-2:]), DEFAULT_STYLE_LAYERS)
+    from visionlens.synthesis.recipes import _resize
+
+    s = features(bundled, _resize(style, tuple(content.shape[-2:])), DEFAULT_STYLE_LAYERS)
 
     def style_loss(img: torch.Tensor) -> float:
         f = features(bundled, img, DEFAULT_STYLE_LAYERS)

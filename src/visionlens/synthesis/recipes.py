@@ -216,7 +216,7 @@ def texture(
     layers: Sequence[str] = DEFAULT_STYLE_LAYERS,
     size: int = 256,
     steps: int = 300,
-    lr: float = 0.05,
+    lr: float = 0.1,
     tv_weight: float = 0.5,
     smooth: bool = False,
     param: str = "fourier",
