@@ -129,3 +129,75 @@ def test_bad_input_one_line_exit_2(
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "saliency", "chelsea", "--method", "nope")
     assert code == 2 and "Traceback" not in err
+
+
+def test_synthesis_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    grey = tmp_path / "grey style.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 70), dtype=np.uint8), "L").save(grey)
+    cmds = [
+        [
+            "visualize",
+            "--layer",
+            "blocks.2",
+            "--unit",
+            "0-1",
+            "--steps",
+            "4",
+            "--size",
+            "48",
+            "--save-every",
+            "2",
+            "-o",
+            str(tmp_path / "v.png"),
+        ],
+        ["visualize", "--class", "goldfish", "--steps", "2", "--size", "48", "-o", str(tmp_path / "c.png")],
+        [
+            "dream",
+            "chelsea",
+            "--layer",
+            "blocks.2",
+            "--size",
+            "64",
+            "--octaves",
+            "2",
+            "--steps",
+            "2",
+            "-o",
+            str(tmp_path / "d.png"),
+        ],
+        ["invert", "chelsea", "--layer", "blocks.1", "--steps", "3", "-o", str(tmp_path / "i.png")],
+        ["gram", "chelsea", "--layer", "blocks.2", "--top", "3", "-o", str(tmp_path / "g.png"), "--save-array"],
+        ["texture", "brick", "--size", "48", "--steps", "3", "-o", str(tmp_path / "t.png")],
+        ["style", "chelsea", str(grey), "--size", "48", "--steps", "3", "-o", str(tmp_path / "s.png")],
+    ]
+    for c in cmds:
+        code, _, err = run(capsys, *c)
+        assert code == 0, (c, err)
+    names = _pngs(tmp_path)
+    for n in ["v.png", "v-000002.png", "v-000004.png", "c.png", "d.png", "i.png", "g.png", "g.npy", "t.png", "s.png"]:
+        assert n in names
+    assert Image.open(tmp_path / "s.png").size == (72, 48)  # content's aspect; the grey style was converted
+    assert np.load(tmp_path / "g.npy").shape == (40, 40)
+
+
+SYNTH_BAD = [
+    (["visualize", "--layer", "blocks.4", "--unit", "500", "--steps", "1"], "out of range"),
+    (["visualize", "--layer", "blocks.44", "--unit", "1", "--steps", "1"], "no layer named"),
+    (["visualize", "--class", "no such class", "--steps", "1"], "unknown class name"),
+    (["visualize", "--steps", "1"], "give --layer and --unit"),
+    (["visualize", "--layer", "blocks.4", "--unit", "x", "--steps", "1"], "--unit must be"),
+    (["gram", "chelsea", "--layer", "classifier"], "no spatial output"),
+    (["style", "chelsea", "missing.png", "--steps", "1"], "no such file"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), SYNTH_BAD)
+def test_synthesis_bad_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, args: list[str], message: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(capsys, *args)
+    assert code == 2 and "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], err
+    assert _pngs(tmp_path) == []
