@@ -209,9 +209,7 @@ def test_style_transfer(bundled: vl.Model) -> None:
     content = image_tensor("chelsea", 128)
     style = image_tensor("coffee", 96)  # another size: resized to the content
     res = style_transfer(bundled, content, style, steps=150)
-    from visionlens.synthesis.recipes import DEFAULT_STYLE_LAYERS
-
-    from visionlens.synthesis.recipes import _resize
+    from visionlens.synthesis.recipes import DEFAULT_STYLE_LAYERS, _resize
 
     s = features(bundled, _resize(style, tuple(content.shape[-2:])), DEFAULT_STYLE_LAYERS)
 
