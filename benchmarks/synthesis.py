@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.transforms import Normalize
 
 import visionlens as vl
 from visionlens.images import image_tensor
@@ -35,21 +36,18 @@ def unit_act(model: vl.Model, img01: torch.Tensor) -> float:
     return float(vl.activations(model, model.preprocessing.normalize(img01), LAYER)[0, UNIT].mean())
 
 
-class Norm(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - 0.5) / 0.5
-
-
 def vis_bench(model: vl.Model, steps: int, repeats: int) -> list[str]:
     from lucent.modelzoo.util import get_model_layers
     from lucent.optvis import param, render
 
-    assert model.preprocessing.mean == model.preprocessing.std == (0.5, 0.5, 0.5)
+    pre = model.preprocessing
+    assert pre.mean == pre.std == (0.5, 0.5, 0.5)  # the wrapper's Normalize is (x - 0.5) / 0.5
     name = "1_" + LAYER.replace(".", "_")  # lucent joins module names with "_"; the net is child "1"
-    assert name in get_model_layers(nn.Sequential(Norm(), model.net))
+    assert name in get_model_layers(nn.Sequential(Normalize(pre.mean, pre.std), model.net))
 
     def lucent(n: int) -> torch.Tensor:
-        wrapper = nn.Sequential(Norm(), copy.deepcopy(model.net)).eval()  # lucent never removes its hooks
+        # a fresh copy each run: lucent never removes the hooks it puts on every module
+        wrapper = nn.Sequential(Normalize(pre.mean, pre.std), copy.deepcopy(model.net)).eval()
         kw = dict(thresholds=(n,), preprocess=False, show_image=False, progress=False)
         out = render.render_vis(wrapper, f"{name}:{UNIT}", param_f=lambda: param.image(128), **kw)
         return torch.from_numpy(np.ascontiguousarray(out[-1])).permute(0, 3, 1, 2).float()
@@ -63,7 +61,8 @@ def vis_bench(model: vl.Model, steps: int, repeats: int) -> list[str]:
         run(8)
     for i in range(repeats):
         for who, run in runs.items():
-            torch.manual_seed(i)  # lucent's initial image; visionlens seeds itself
+            torch.manual_seed(i)  # lucent's initial image and transforms; visionlens seeds itself
+            np.random.seed(i)
             t0 = time.perf_counter()
             img = run(steps)
             res[who].append((time.perf_counter() - t0, unit_act(model, img)))
@@ -148,10 +147,6 @@ def run_visionlens(model: vl.Model, net: nn.Module, content: torch.Tensor, style
     return curve
 
 
-def first_time(curve: Curve, target: float) -> float:
-    return next(t for t, loss in curve if loss <= target)
-
-
 def style_bench(model: vl.Model, closures: int, steps: int) -> list[str]:
     content, style = image_tensor("chelsea", 256), image_tensor("coffee", 256)
     hw = tuple(content.shape[-2:])  # style resized as style_transfer does it, so that both get the same style
@@ -172,7 +167,7 @@ def style_bench(model: vl.Model, closures: int, steps: int) -> list[str]:
             f"(final losses: tutorial {tut[-1][1]:.4g}, visionlens {vlc[-1][1]:.4g})"
         )
         target, what = max(low, min(loss for _, loss in tut)), "the lowest loss both reach"
-    t_tut, t_vl = first_time(tut, target), first_time(vlc, target)
+    t_tut, t_vl = (next(t for t, loss in c if loss <= target) for c in (tut, vlc))
     ok = "OK" if t_vl <= t_tut / 2 else "SLOW (> 1/2)"
     lines.append(
         f"style 256 px, time to {what} ({target:.4g}, tutorial's loss): tutorial {t_tut:.1f} s  "
@@ -194,9 +189,14 @@ print(base / 1024, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, tu
 """
 
 
+# A child spawned straight from this (large) process inherits its ru_maxrss through exec; one
+# spawned from a small launcher starts clean.
+LAUNCHER = "import subprocess, sys; sys.exit(subprocess.run(sys.argv[1:]).returncode)"
+
+
 def memory_bench(steps: int, threads: int) -> list[str]:
     out = subprocess.run(
-        [sys.executable, "-W", "ignore", "-c", MEMORY_CODE, str(steps), str(threads)],
+        [sys.executable, "-c", LAUNCHER, sys.executable, "-W", "ignore", "-c", MEMORY_CODE, str(steps), str(threads)],
         capture_output=True,
         text=True,
         check=True,
