@@ -15,7 +15,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torchvision.transforms.functional import gaussian_blur
 
@@ -336,4 +335,3 @@ def spread_windows(drops: torch.Tensor, hw: tuple[int, int], window: int, stride
 
 
 __all__ = ["occlusion", "occlusion_windows", "spread_windows", "make_baseline", "window_starts"]
-_ = F

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,12 +36,10 @@ def _check_units(model: Model, layer: str, units: Sequence[int]) -> None:
 
 def features(model: Model, images: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
     """Activations of `layers` for images in [0, 1], computed once (targets for the losses)."""
-    tr_stop = None
     with torch.no_grad(), Probe(model.net, layers) as probe:
         x = model.preprocessing.normalize(images.to(model.device))
         tr = trace(model.net, x[:1])
-        tr_stop = max(layers, key=lambda n: tr.end.get(n, 0))
-        forward_until(model.net, x, tr_stop)
+        forward_until(model.net, x, max(layers, key=lambda n: tr.end.get(n, 0)))
         return {n: probe[n].detach() for n in layers}
 
 
@@ -297,4 +295,3 @@ def style_transfer(
 
 
 __all__ = ["visualize", "dream", "invert", "gram_matrix", "texture", "style_transfer", "features"]
-_: Callable[..., Any] = F.interpolate
