@@ -1,0 +1,80 @@
+"""`visionlens report`: the static HTML microscope of a model (shares the CLI's app)."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from .cli import DeviceOpt, ModelOpt, TrustOpt, WeightsOpt, _load, app, out
+from .errors import ArgumentError
+
+
+def _dataset_extension(name: str):  # type: ignore[no-untyped-def]
+    """The Extension that adds the dataset page and the units' top patches for --dataset."""
+    try:
+        module = importlib.import_module("visionlens.report.dataset_page")
+    except ModuleNotFoundError as e:
+        if e.name != "visionlens.report.dataset_page":
+            raise
+        raise ArgumentError("--dataset: this visionlens has no dataset section yet; use --images DIR") from None
+    return module.extension(name)
+
+
+@app.command()
+def report(
+    output: Annotated[Path, typer.Option("--output", "-o", help="folder to write the site into")] = Path("report"),
+    images: Annotated[
+        str | None,
+        typer.Option("--images", "-i", help="folder of images, or comma-separated files / sample names"),
+    ] = None,
+    dataset: Annotated[
+        str | None, typer.Option("--dataset", help="dataset for the dataset page and unit patches")
+    ] = None,
+    layers: Annotated[
+        str | None,
+        typer.Option("--layers", "-l", help="comma-separated layer names (default: a few spread over depth)"),
+    ] = None,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="fewer images, units and steps (a few minutes on a CPU)")
+    ] = False,
+    max_images: Annotated[int, typer.Option("--max-images", min=1, help="at most this many images get pages")] = 16,
+    model: ModelOpt = "efficientnet_lite0",
+    weights: WeightsOpt = None,
+    trust_checkpoint: TrustOpt = False,
+    device: DeviceOpt = None,
+) -> None:
+    """A browsable static site: model, layers, images, attributions, units, synthesis."""
+    from .report import build_report
+
+    if output.exists() and not output.is_dir():
+        raise ArgumentError(f"{output}: exists and is not a folder; give a folder for the report")
+    sources: list[str] | None = None
+    if images is not None:
+        sources = [s.strip() for s in ([images] if Path(images).exists() else images.split(",")) if s.strip()]
+        if not sources:
+            raise ArgumentError("--images is empty; give a folder, files or sample names")
+    names = [n.strip() for n in layers.split(",") if n.strip()] if layers else None
+    extensions = [_dataset_extension(dataset)] if dataset else []
+    m = _load(model, weights, trust_checkpoint, device)
+    result = build_report(
+        m,
+        sources,
+        names,
+        output,
+        quick=quick,
+        extensions=extensions,
+        dataset=dataset,
+        max_images=max_images,
+        progress=True,
+    )
+    for name, why in result.skipped:
+        out.print(f"[yellow]skipped[/yellow] {escape(name)}: {escape(why)}")
+    st = result.stats
+    out.print(
+        f"{len(result.pages)} pages, {st.computed} figures made, {st.reused} reused; layers {', '.join(result.layers)}"
+    )
+    out.print(f"open {result.index.resolve()}")

@@ -1,0 +1,181 @@
+"""`build_report`: run the techniques, write the figures, then the pages, then index.html."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from .. import attribution as A
+from ..errors import ArgumentError, LayerError
+from ..layers import LayerInfo, layer_table
+from ..models import Model, load_model
+from ..probe import ReceptiveField, resolve_layer
+from .context import DEFAULT_IMAGES, QUICK_IMAGES, ReportContext, expand_images, load_images
+from .core import Extension, Page, Settings
+from .html import Renderer, navigation
+from .pages_images import image_page
+from .pages_layers import layer_page, units_page
+from .pages_overview import overview_page
+from .pages_synthesis import synthesis_page
+from .site import Site, Stats, model_fingerprint
+
+
+@dataclass
+class Report:
+    index: Path
+    pages: list[str]
+    layers: list[str]
+    images: list[str]
+    skipped: list[tuple[str, str]]
+    stats: Stats
+
+
+def _table(site: Site, model: Model) -> list[LayerInfo]:
+    def compute() -> list[Any]:
+        return [
+            [
+                i.name,
+                i.type,
+                list(i.shape) if i.shape else None,
+                None
+                if i.field is None
+                else [list(i.field.size), list(i.field.stride), list(i.field.offset), i.field.clipped],
+            ]
+            for i in layer_table(model)
+        ]
+
+    rows = site.cached_json("model/layers", {"input": model.preprocessing.input_size}, compute)
+    out = []
+    for name, kind, shape, rf in rows:
+        field = None if rf is None else ReceptiveField(tuple(rf[0]), tuple(rf[1]), tuple(rf[2]), bool(rf[3]))
+        out.append(LayerInfo(name, kind, tuple(shape) if shape else None, field))
+    return out
+
+
+def choose_layers(net: nn.Module, table: list[LayerInfo], k: int) -> list[str]:
+    """k layers spread over the depth of the network: stage-like containers (the shallowest
+    level with at least four spatial containers, e.g. blocks.0-6 or layer1-4), else convolutions."""
+    modules = dict(net.named_modules())
+    spatial = [i.name for i in table if i.shape and len(i.shape) == 3 and min(i.shape[1:]) > 1]
+    containers = [n for n in spatial if len(list(modules[n].children())) > 0]
+    candidates: list[str] = []
+    for depth in range(0, 4):
+        level = [n for n in containers if n.count(".") == depth]
+        if len(level) >= 4:
+            candidates = level
+            break
+    if not candidates:
+        candidates = [n for n in spatial if isinstance(modules[n], nn.Conv2d)] or spatial
+    if not candidates:
+        raise LayerError("the model has no layer with a spatial (C, H, W) output to report on")
+    n = len(candidates)
+    picks = sorted({min(n - 1, int((i + 1) * n / (k + 1))) for i in range(k)})
+    return [candidates[i] for i in picks]
+
+
+def _check_layers(net: nn.Module, table: list[LayerInfo], layers: Sequence[str]) -> list[str]:
+    shapes = {i.name: i.shape for i in table}
+    for layer in layers:
+        resolve_layer(net, layer)  # a wrong name fails with the closest valid names
+        shape = shapes.get(layer)
+        if not shape or len(shape) != 3:
+            raise LayerError(
+                f"layer {layer!r} has output shape {shape}, not a spatial (C, H, W) map; "
+                "pick convolutional layers (see `visionlens layers`)"
+            )
+    return list(dict.fromkeys(layers))
+
+
+@contextmanager
+def _progress(enabled: bool, total: int) -> Iterator[tuple[Callable[[str], None], Callable[[str], None]]]:
+    """(start a job, show what it is doing now); a rich bar when enabled."""
+    if not enabled:
+        yield (lambda _s: None), (lambda _s: None)
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[now]}"),
+    )
+    task = bar.add_task("report", total=total, now="")
+    state = {"started": False}
+
+    def start(label: str) -> None:
+        if state["started"]:
+            bar.advance(task)
+        state["started"] = True
+        bar.update(task, description=label, now="")
+
+    with bar:
+        yield start, (lambda now: bar.update(task, now=now[-48:]))
+        bar.update(task, completed=total, description="report", now="done")
+
+
+def build_report(
+    model: Model | str = "efficientnet_lite0",
+    images: Sequence[str | os.PathLike[str]] | None = None,
+    layers: Sequence[str] | None = None,
+    out_dir: str | os.PathLike[str] = "report",
+    *,
+    quick: bool = False,
+    settings: Settings | None = None,
+    extensions: Sequence[Extension] = (),
+    dataset: str | None = None,
+    max_images: int | None = None,
+    progress: bool = False,
+) -> Report:
+    """Write a static HTML report of `model` on `images` (files, folders or bundled sample
+    names; default: a few bundled photographs) into `out_dir`, and return what was written.
+
+    Figures already in `out_dir` with the same key are reused; nothing else there is touched.
+    Pages are written after every figure, and index.html last, each atomically: a run that
+    stops half-way leaves the previous report as it was."""
+    model = load_model(model) if isinstance(model, str) else model
+    settings = settings or (Settings.quick() if quick else Settings())
+    sources = expand_images(list(images) if images else list(QUICK_IMAGES if quick else DEFAULT_IMAGES))
+    if max_images is not None:
+        if max_images < 1:
+            raise ArgumentError("--max-images must be at least 1")
+        sources = sources[:max_images]
+    root = Path(out_dir)
+    if root.exists() and not root.is_dir():
+        raise ArgumentError(f"{root}: exists and is not a folder; give a folder for the report")
+    site = Site(root, model_fingerprint(model.net, model.name))
+    table = _table(site, model)
+    chosen = _check_layers(model.net, table, layers) if layers else choose_layers(model.net, table, 2 if quick else 3)
+    good, skipped = load_images(model, sources)
+    ctx = ReportContext(model, site, settings, good, skipped, chosen, table, quick, dataset, tuple(extensions))
+    ctx.cam_layer = A.last_spatial_layer(model, model.preprocessing.input_size)
+
+    jobs: list[tuple[str, Callable[[], Sequence[Page]]]] = []
+    jobs += [(f"image {im.name}", lambda im=im: [image_page(ctx, im)]) for im in good]  # type: ignore[misc]
+    jobs += [(f"layer {layer}", lambda layer=layer: [layer_page(ctx, layer)]) for layer in chosen]  # type: ignore[misc]
+    jobs += [("units", lambda: [units_page(ctx)]), ("synthesis", lambda: [synthesis_page(ctx)])]
+    jobs += [(f"{ext.name}", lambda b=b: b(ctx)) for ext in extensions for b in ext.pages]  # type: ignore[misc]
+    jobs += [("overview", lambda: [overview_page(ctx)])]
+    pages: list[Page] = []
+    with _progress(progress, len(jobs) + 1) as (start, now):
+        site._status = now
+        for label, job in jobs:
+            start(label)
+            pages += job()
+        start("writing pages")
+        index = [p for p in pages if p.file == "index.html"]
+        rest = [p for p in pages if p.file != "index.html"]
+        renderer = Renderer(site, model.name, navigation(index + rest))
+        renderer.copy_assets()
+        for page in rest:
+            renderer.write(page)
+        for page in index:  # last: until it is replaced, the previous report stays whole
+            renderer.write(page)
+    return Report(root / "index.html", [p.file for p in pages], chosen, [im.name for im in good], skipped, site.stats)

@@ -1,0 +1,111 @@
+"""What every page builder gets: the model, the readable images, the layers, the settings
+and the site to write figures into."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..errors import ImageError, VisionlensError
+from ..layers import LayerInfo
+from ..models import Model
+from .core import Extension, Figure, Settings
+from .site import Site, fingerprint, slugify
+
+DEFAULT_IMAGES = ("chelsea", "coffee", "rocket", "motorcycle", "flower", "grace_hopper")
+QUICK_IMAGES = DEFAULT_IMAGES[:3]
+
+
+@dataclass
+class ReportImage:
+    name: str  # as the user gave it (file name or sample name): display text, never a path
+    source: str  # what load_image reads
+    slug: str  # safe for file names and URLs
+    x: torch.Tensor  # (1, 3, H, W), normalized, on the model's device
+    key: str  # fingerprint of the prepared input
+    top: list[tuple[int, str, float]] = field(default_factory=list)  # top-5 (class, label, probability)
+
+    @property
+    def page(self) -> str:
+        return f"image-{self.slug}.html"
+
+
+@dataclass
+class ReportContext:
+    model: Model
+    site: Site
+    settings: Settings
+    images: list[ReportImage]
+    skipped: list[tuple[str, str]]  # (name, why) of images that could not be read
+    layers: list[str]
+    layer_table: list[LayerInfo]
+    quick: bool = False
+    dataset: str | None = None  # --dataset NAME, for extensions
+    extensions: Sequence[Extension] = ()
+    cam_layer: str = ""  # Grad-CAM's layer: the last spatial one
+    unit_figures: dict[tuple[str, int], Figure] = field(default_factory=dict)
+
+    @property
+    def model_key(self) -> str:
+        return self.site.model_key
+
+    def shape(self, layer: str) -> tuple[int, ...]:
+        """Output shape of `layer` without the batch dimension, from the layer table."""
+        for info in self.layer_table:
+            if info.name == layer and info.shape is not None:
+                return info.shape
+        return ()
+
+    @staticmethod
+    def layer_page(layer: str) -> str:
+        return f"layer-{slugify(layer)}.html"
+
+
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jfif"}
+
+
+def expand_images(specs: Sequence[str | os.PathLike[str]]) -> list[str]:
+    """Files, bundled sample names and folders (their files, sorted; hidden files skipped)."""
+    out: list[str] = []
+    for spec in specs:
+        p = Path(spec)
+        if p.is_dir():
+            files = sorted(f for f in p.iterdir() if not f.name.startswith(".") and (f.is_file() or f.is_symlink()))
+            if not files:
+                raise ImageError(f"{p}: the folder holds no files; give a folder of images")
+            out += [str(f) for f in files]
+        else:
+            out.append(str(spec))
+    return out
+
+
+def load_images(model: Model, sources: Sequence[str], k: int = 5) -> tuple[list[ReportImage], list[tuple[str, str]]]:
+    """Prepare every readable image; collect (name, reason) for the others."""
+    images: list[ReportImage] = []
+    skipped: list[tuple[str, str]] = []
+    taken: set[str] = set()
+    for src in sources:
+        name = Path(src).name if os.sep in src or Path(src).exists() else src
+        try:
+            x = model.prepare(src)
+        except ImageError as e:
+            reason = str(e)
+            skipped.append((name, reason.split(": ", 1)[1] if reason.startswith(f"{src}: ") else reason))
+            continue
+        images.append(ReportImage(name, src, slugify(Path(name).stem if Path(src).exists() else name, taken), x, ""))
+    if not images:
+        why = "; ".join(f"{n}: {r}" for n, r in skipped[:3])
+        raise VisionlensError(f"none of the images could be read ({why}); give readable image files")
+    for start in range(0, len(images), 16):
+        chunk = images[start : start + 16]
+        probs = model.logits(torch.cat([im.x for im in chunk])).softmax(-1)
+        top = probs.topk(min(k, probs.shape[-1]), dim=-1)
+        for i, im in enumerate(chunk):
+            im.key = fingerprint(im.x)
+            pairs = zip(top.values[i].tolist(), top.indices[i].tolist(), strict=True)
+            im.top = [(int(c), model.label(int(c)), float(p)) for p, c in pairs]
+    return images, skipped

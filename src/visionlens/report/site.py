@@ -1,0 +1,247 @@
+"""The report folder: cached figures and arrays, embedding-map data files, pages, assets.
+
+Every figure is keyed on what made it (model, inputs, method and parameters): a sidecar
+`<name>.json` beside its PNG and .npy records the key, so a rerun with the same inputs reuses
+the files instead of recomputing them. Every file is written atomically; nothing that this
+module did not write is ever touched."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import render
+from ..io import atomic_file, save_array
+from .core import EmbeddingMap, Figure
+
+CACHE_VERSION = 1
+_SAFE_PATH = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
+
+
+def slugify(text: str, taken: set[str] | None = None) -> str:
+    """A file-name-safe version of `text`; a short hash is appended when characters had to be
+    replaced or the slug is already taken, so different names never share files."""
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.")[:48] or "item"
+    if slug != text or (taken is not None and slug in taken):
+        slug = f"{slug}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+    if taken is not None:
+        taken.add(slug)
+    return slug
+
+
+def fingerprint(*parts: Any) -> str:
+    """A stable hash of tensors, arrays, bytes and JSON-able values."""
+    h = hashlib.sha256()
+    for p in parts:
+        if isinstance(p, torch.Tensor):
+            p = p.detach().cpu().contiguous().numpy()
+        if isinstance(p, np.ndarray):
+            h.update(str((p.dtype, p.shape)).encode())
+            h.update(np.ascontiguousarray(p).tobytes())
+        elif isinstance(p, bytes):
+            h.update(p)
+        else:
+            h.update(json.dumps(p, sort_keys=True, default=str).encode())
+        h.update(b"\x00")
+    return h.hexdigest()
+
+
+def model_fingerprint(net: torch.nn.Module, name: str) -> str:
+    return fingerprint(name, type(net).__name__, *(t for _, t in sorted(net.state_dict().items())))
+
+
+def _to_numpy(a: Any) -> np.ndarray:
+    return render.to_numpy(a) if isinstance(a, torch.Tensor) else np.asarray(a)
+
+
+@dataclass
+class Stats:
+    computed: int = 0  # figures and arrays made this run
+    reused: int = 0  # taken from the cache
+    computed_names: list[str] = field(default_factory=list)
+
+
+class Site:
+    """The output folder of one report. Figures live under `figures/`, embedding-map data
+    under `data/`, CSS and JS under `assets/`, pages at the top."""
+
+    def __init__(self, root: str | Path, model_key: str, status: Callable[[str], None] | None = None) -> None:
+        self.root = Path(root)
+        self.model_key = model_key
+        self.stats = Stats()
+        self._status = status or (lambda _text: None)
+
+    # ------------------------------------------------------------ paths and keys
+
+    def _check(self, stem: str) -> str:
+        if not _SAFE_PATH.match(stem) or ".." in stem.split("/"):
+            raise ValueError(f"figure name {stem!r} must be a relative path of [A-Za-z0-9_.-] parts (use slugify)")
+        return stem
+
+    def key(self, stem: str, params: Mapping[str, Any], depends: Sequence[str] = ()) -> str:
+        return fingerprint(CACHE_VERSION, self.model_key, stem, dict(params), list(depends))
+
+    def _sidecar(self, rel: str) -> dict[str, Any] | None:
+        try:
+            return json.loads((self.root / rel).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def _write_json(self, rel: str, data: Mapping[str, Any]) -> None:
+        with atomic_file(self.root / rel) as f:
+            f.write(json.dumps(data, indent=1, default=str).encode())
+
+    def status(self, text: str) -> None:
+        self._status(text)
+
+    # ------------------------------------------------------------ cached results
+
+    def cached(
+        self, stem: str, params: Mapping[str, Any], compute: Callable[[], Any], depends: Sequence[str] = ()
+    ) -> np.ndarray:
+        """A raw array under `figures/<stem>.npy`, computed once per distinct key."""
+        stem = self._check(stem)
+        key = self.key(stem, params, depends)
+        npy = f"figures/{stem}.npy"
+        meta = self._sidecar(f"figures/{stem}.json")
+        if meta is not None and meta.get("key") == key and (self.root / npy).is_file():
+            try:
+                arr = np.load(self.root / npy, allow_pickle=False)
+                self.stats.reused += 1
+                return arr
+            except (OSError, ValueError):
+                pass
+        self.status(stem)
+        arr = _to_numpy(compute())
+        save_array(self.root / npy, arr)
+        self._write_json(f"figures/{stem}.json", {"key": key, "params": dict(params), "npy": npy})
+        self.stats.computed += 1
+        self.stats.computed_names.append(stem)
+        return arr
+
+    def cached_json(
+        self, stem: str, params: Mapping[str, Any], compute: Callable[[], Any], depends: Sequence[str] = ()
+    ) -> Any:
+        """A JSON-able value under `figures/<stem>.json`, computed once per distinct key."""
+        stem = self._check(stem)
+        key = self.key(stem, params, depends)
+        meta = self._sidecar(f"figures/{stem}.json")
+        if meta is not None and meta.get("key") == key and "value" in meta:
+            self.stats.reused += 1
+            return meta["value"]
+        self.status(stem)
+        value = compute()
+        self._write_json(f"figures/{stem}.json", {"key": key, "params": dict(params), "value": value})
+        self.stats.computed += 1
+        self.stats.computed_names.append(stem)
+        return json.loads(json.dumps(value, default=str))
+
+    def figure(
+        self,
+        stem: str,
+        params: Mapping[str, Any],
+        compute: Callable[[], Any],
+        draw: Callable[[np.ndarray], np.ndarray] | None = None,
+        *,
+        title: str,
+        caption: str,
+        depends: Sequence[str] = (),
+        css: str = "",
+    ) -> Figure:
+        """A captioned picture: `compute()` returns the raw array (saved as .npy), `draw(raw)`
+        the (H, W, 3) picture in [0, 1] (saved as PNG; default: the raw array as an image).
+        Both are skipped when the files of the same key exist. `params` are shown in the
+        caption and are part of the key; `depends` (fingerprints of inputs) only in the key."""
+        stem = self._check(stem)
+        key = self.key(stem, params, depends)
+        png, npy, side = f"figures/{stem}.png", f"figures/{stem}.npy", f"figures/{stem}.json"
+        meta = self._sidecar(side)
+        if meta is not None and meta.get("key") == key and (self.root / png).is_file() and (self.root / npy).is_file():
+            self.stats.reused += 1
+            return self._figure(png, npy, title, caption, params, meta, css)
+        self.status(stem)
+        arr = _to_numpy(compute())
+        picture = (draw or render.hwc)(arr)
+        save_array(self.root / npy, arr)
+        render.save_image(self.root / png, picture)
+        meta = {
+            "key": key,
+            "params": dict(params),
+            "width": int(picture.shape[1]),
+            "height": int(picture.shape[0]),
+            "shape": list(arr.shape),
+        }
+        self._write_json(side, meta)  # last: the key only vouches for complete files
+        self.stats.computed += 1
+        self.stats.computed_names.append(stem)
+        return self._figure(png, npy, title, caption, params, meta, css)
+
+    @staticmethod
+    def _figure(
+        png: str, npy: str, title: str, caption: str, params: Mapping[str, Any], meta: Mapping[str, Any], css: str
+    ) -> Figure:
+        return Figure(
+            png=png,
+            npy=npy,
+            title=title,
+            caption=caption,
+            params=dict(params),
+            width=int(meta.get("width", 0)),
+            height=int(meta.get("height", 0)),
+            shape=tuple(meta.get("shape", ())),
+            css=css,
+        )
+
+    # ------------------------------------------------------------ embedding maps
+
+    def embedding_map(
+        self,
+        map_id: str,
+        points: Sequence[Mapping[str, Any]],
+        *,
+        title: str,
+        caption: str,
+        params: Mapping[str, Any] | None = None,
+    ) -> EmbeddingMap:
+        """Write the data of an interactive map: `points` are dicts with x, y, label, thumb
+        (a path relative to the report folder) and optionally group (colour). The data goes to
+        `data/<map_id>.js` (assigning `window.VL_MAPS[map_id]`, so it loads from file://)
+        and the coordinates to `data/<map_id>.npy`."""
+        self._check(map_id)
+        if "/" in map_id:
+            raise ValueError("map ids are flat names")
+        clean = []
+        for p in points:
+            q = {"x": float(p["x"]), "y": float(p["y"]), "label": str(p.get("label", "")), "thumb": p.get("thumb")}
+            if p.get("group") is not None:
+                q["group"] = str(p["group"])
+            clean.append(q)
+        data = {"id": map_id, "title": title, "points": clean}
+        body = json.dumps(data, ensure_ascii=True, separators=(",", ":"))
+        # ensure_ascii escapes U+2028/9; "</" cannot end a script here since the file is external
+        js = f"(window.VL_MAPS = window.VL_MAPS || {{}})[{json.dumps(map_id)}] = {body};\n"
+        rel, npy = f"data/{map_id}.js", f"data/{map_id}.npy"
+        self.write_text(rel, js)
+        save_array(self.root / npy, np.array([[p["x"], p["y"]] for p in clean], dtype=np.float32).reshape(-1, 2))
+        return EmbeddingMap(map_id, rel, title, caption, dict(params or {}), npy)
+
+    # ------------------------------------------------------------ plain files
+
+    def write_text(self, rel: str, text: str) -> None:
+        """Write a text file atomically, leaving it alone when the content is the same."""
+        path = self.root / rel
+        try:
+            if path.read_text(encoding="utf-8") == text:
+                return
+        except (OSError, UnicodeDecodeError):
+            pass
+        with atomic_file(path) as f:
+            f.write(text.encode("utf-8"))
