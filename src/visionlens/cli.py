@@ -335,7 +335,7 @@ def occlusion(
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user mistakes become one line on stderr and exit status 2."""
-    from . import cli_synthesis  # noqa: F401 - registers the synthesis commands on `app`
+    from . import cli_report, cli_synthesis  # noqa: F401 - register their commands on `app`
 
     err = Console(stderr=True)
     cmd = typer.main.get_command(app)
