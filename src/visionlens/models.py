@@ -345,13 +345,20 @@ def load_model(
 ) -> Model:
     """Load a network with its preprocessing and labels.
 
-    spec: `efficientnet_lite0` (bundled, ImageNet-pretrained, offline); `torchvision:NAME`;
+    spec: `efficientnet_lite0` (bundled, ImageNet-pretrained, offline); `digits_cnn` (bundled,
+    for sklearn's 8x8 digits); `torchvision:NAME`;
     `timm:NAME`; a TorchScript or pickled-model file; or a factory `package.module:function`.
     weights: a local state_dict file (loaded with weights_only=True).
     """
     w = str(weights) if weights is not None else None
     if spec in (DEFAULT_MODEL, "bundled", "default"):
         model = _bundled_efficientnet_lite0()
+        if w:
+            load_weights(model.net, w, trust_checkpoint)
+    elif spec == "digits_cnn":
+        from .digits import load_digits_cnn
+
+        model = load_digits_cnn()
         if w:
             load_weights(model.net, w, trust_checkpoint)
     elif spec.startswith("torchvision:"):
@@ -366,7 +373,7 @@ def load_model(
         model = _factory(spec, w, trust_checkpoint)
     else:
         raise ModelError(
-            f"unknown model {spec!r}; use {DEFAULT_MODEL}, torchvision:NAME, timm:NAME, "
+            f"unknown model {spec!r}; use {DEFAULT_MODEL}, digits_cnn, torchvision:NAME, timm:NAME, "
             "a .pt file, or package.module:function"
         )
     if device is not None:

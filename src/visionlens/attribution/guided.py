@@ -23,7 +23,8 @@ def guided_backprop(
 
 
 def last_spatial_layer(model: Model | torch.nn.Module, input_size: int = 224) -> str:
-    """The last module, in execution order, whose output is a (N, C, H, W) map with H, W > 1."""
+    """The last module, in execution order, whose output is a (N, C, H, W) map with H, W > 1
+    (the innermost one, when a Sequential just passes its last child's output on)."""
     net = as_model(model).net
     p = next(net.parameters(), None)
     x = torch.zeros(1, 3, input_size, input_size, device=p.device if p is not None else "cpu")
@@ -31,7 +32,15 @@ def last_spatial_layer(model: Model | torch.nn.Module, input_size: int = 224) ->
     spatial = [n for n in tr.order if len(tr.shapes.get(n, ())) == 3 and min(tr.shapes[n][1:]) > 1]
     if not spatial:
         raise LayerError("the model has no layer with a spatial (C, H, W) output")
-    return max(spatial, key=lambda n: tr.end[n])
+    best = max(spatial, key=lambda n: tr.end[n])
+    # a Sequential ends right after its last child with the same output: name the child
+    modules = dict(net.named_modules())
+    while isinstance(modules[best], torch.nn.Sequential):
+        child = [n for n in spatial if n.startswith(best + ".") and tr.end[n] == tr.end[best] - 1]
+        if not child or tr.shapes[child[0]] != tr.shapes[best]:
+            break
+        best = child[0]
+    return best
 
 
 def gradcam(

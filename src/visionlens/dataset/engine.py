@@ -1,0 +1,538 @@
+"""The dataset pass: ONE streaming run of a model over an image collection that reduces the
+outputs of named layers on the fly, so memory stays bounded whatever the dataset size.
+
+Per layer it stores
+- pooled feature vectors (spatial mean or max), one row per image, in an .npy file on disk
+  written row block by row block (views memory-map it);
+- a running top-k per unit: the k images with the highest spatial maximum of that unit, and
+  where in the layer's map that maximum is (ties broken by image order, so the result is
+  deterministic);
+and for the collection the images' downsampled pixels (for pixel-space neighbours).
+
+Everything lives in a cache folder keyed on the model's weights, the layers, the pooling, the
+preprocessing and the dataset's fingerprint; a finished cache is reused, an unfinished one is
+resumed from its last checkpoint and ends identical to an uninterrupted pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from torch.utils.data import Dataset as TorchDataset
+
+from ..errors import ArgumentError, ImageError, VisionlensError
+from ..io import atomic_file
+from ..models import Model, as_model
+from ..probe import Probe, resolve_layer, trace
+from .sources import Collection, open_dataset
+
+FORMAT = 1
+PIXELS = "pixels"  # pseudo-layer: the model input average-pooled to at most 16 x 16
+PREDICTIONS = "predictions"  # pseudo-layer: (top-1 class, its probability) per image
+_CHECKPOINT_SECONDS = 2.0
+
+
+class CacheError(VisionlensError):
+    """The feature cache cannot be written (disk full, no permission)."""
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("VISIONLENS_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "visionlens" / "features"
+
+
+# ---------------------------------------------------------------- results
+
+
+@dataclass
+class TopK:
+    """For each unit c: `values[c, i]` is the i-th highest spatial maximum over the dataset,
+    reached on row `rows[c, i]` of the features (an image) at `positions[c, i]` = (y, x) of
+    the layer's map ((-1, -1) for a layer without spatial output). Entries past the dataset's
+    size have rows -1."""
+
+    values: np.ndarray  # (C, k) float32
+    rows: np.ndarray  # (C, k) int64
+    positions: np.ndarray  # (C, k, 2) int64
+    spatial: bool
+
+
+@dataclass
+class PassResult:
+    collection: Collection  # the readable images only, in row order
+    layers: list[str]
+    shapes: dict[str, tuple[int, ...]]  # each layer's output shape without the batch
+    pool: str
+    cache_dir: Path
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    reused: bool = False
+
+    def features(self, layer: str) -> np.ndarray:
+        """(N, C) pooled features, memory-mapped."""
+        if layer not in [*self.layers, PIXELS, PREDICTIONS]:
+            raise ArgumentError(f"layer {layer!r} was not captured in this pass ({', '.join(self.layers)})")
+        return np.load(self.cache_dir / _feature_file(layer), mmap_mode="r")
+
+    def pixels(self) -> np.ndarray:
+        return self.features(PIXELS)
+
+    def predictions(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(top-1 class, probability) per image, when the pass ran with predict=True."""
+        path = self.cache_dir / _feature_file(PREDICTIONS)
+        if not path.is_file():
+            return None
+        p = np.load(path)
+        return p[:, 0].astype(np.int64), p[:, 1]
+
+    def top(self, layer: str) -> TopK:
+        with np.load(self.cache_dir / f"top-{_safe(layer)}.npz") as z:
+            return TopK(z["values"], z["rows"], z["positions"], bool(z["spatial"]))
+
+
+def _safe(layer: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in layer)
+
+
+def _feature_file(layer: str) -> str:
+    return f"features-{_safe(layer)}.npy"
+
+
+# ---------------------------------------------------------------- reading images
+
+
+class _Images(TorchDataset):
+    """Collection items preprocessed for the model; unreadable ones come back flagged."""
+
+    def __init__(self, coll: Collection, model: Model, start: int) -> None:
+        self.coll, self.pre, self.start = coll, model.preprocessing, start
+        self.size = model.preprocessing.input_size
+
+    def __len__(self) -> int:
+        return len(self.coll) - self.start
+
+    def __getitem__(self, j: int) -> tuple[torch.Tensor, int, str]:
+        i = self.start + j
+        try:
+            return self.pre(self.coll.read(i)), i, ""
+        except ImageError as e:
+            return torch.zeros(3, self.size, self.size), i, str(e)
+        except Exception as e:  # noqa: BLE001 - a broken file must never stop the pass
+            return torch.zeros(3, self.size, self.size), i, f"{self.coll.paths[i]}: {type(e).__name__}: {e}"
+
+
+# ---------------------------------------------------------------- row files and top-k
+
+
+class _RowFile:
+    """An (N, C) float32 .npy file filled row block by row block with positional writes, so
+    the pass never holds the whole array (nor its pages) in memory."""
+
+    def __init__(self, path: Path, n: int, c: int, create: bool) -> None:
+        self.path, self.c = path, c
+        if create:
+            with open(path, "wb") as f:
+                np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": (n, c)})
+                self.offset = f.tell()
+                f.truncate(self.offset + n * c * 4)
+        with open(path, "rb") as f:
+            np.lib.format.read_magic(f)
+            shape, _, _ = np.lib.format.read_array_header_1_0(f)
+            self.offset = f.tell()
+        if shape != (n, c):
+            raise CacheError(f"{path}: has shape {shape}, expected {(n, c)}; delete the cache folder")
+        self.fd = os.open(path, os.O_RDWR)
+
+    def write(self, row: int, block: np.ndarray) -> None:
+        data = np.ascontiguousarray(block, dtype="<f4").tobytes()
+        os.pwrite(self.fd, data, self.offset + row * self.c * 4)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def _merged(state: dict[str, np.ndarray], vals: np.ndarray, rows: np.ndarray, pos: np.ndarray) -> dict[str, np.ndarray]:
+    """The running (C, k) top-k with a batch's (C, B) per-image maxima merged in.
+    Order: value descending, then row ascending."""
+    k = state["values"].shape[1]
+    v = np.concatenate([state["values"], vals], axis=1)
+    r = np.concatenate([state["rows"], rows], axis=1)
+    p = np.concatenate([state["positions"], pos], axis=1)
+    order = np.lexsort((r, -v), axis=-1)[:, :k]
+    return {
+        "values": np.take_along_axis(v, order, 1),
+        "rows": np.take_along_axis(r, order, 1),
+        "positions": np.take_along_axis(p, order[..., None], 1),
+    }
+
+
+def _empty_top(c: int, k: int) -> dict[str, np.ndarray]:
+    return {
+        "values": np.full((c, k), -np.inf, np.float32),
+        "rows": np.full((c, k), np.iinfo(np.int64).max, np.int64),
+        "positions": np.full((c, k, 2), -1, np.int64),
+    }
+
+
+def _reduce(act: torch.Tensor, pool: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(pooled (B, C), per-unit maximum (B, C), flat argmax position (B, C) or None)."""
+    a = act.float()
+    if a.dim() == 4:
+        flat = a.flatten(2)
+        idx = flat.argmax(2)
+        mx = flat.gather(2, idx[..., None])[..., 0]
+        pooled = flat.mean(2) if pool == "mean" else mx
+        return pooled, mx, idx
+    if a.dim() == 3:  # tokens (B, N, C)
+        pooled = a.mean(1) if pool == "mean" else a.amax(1)
+        return pooled, a.amax(1), None
+    a = a.flatten(1)
+    return a, a, None
+
+
+# ---------------------------------------------------------------- the pass
+
+
+def _model_fingerprint(model: Model) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    h.update(type(model.net).__name__.encode())
+    for name, t in [*model.net.state_dict().items()]:
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def cache_key(model: Model, coll: Collection, layers: Sequence[str], pool: str, topk: int, predict: bool) -> str:
+    desc = {
+        "format": FORMAT,
+        "model": _model_fingerprint(model),
+        "preprocessing": repr(model.preprocessing),
+        "dataset": coll.fingerprint,
+        "n": len(coll),
+        "layers": list(layers),
+        "pool": pool,
+        "topk": topk,
+        "predict": predict,
+    }
+    return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    with atomic_file(path, "w") as f:
+        json.dump(obj, f)
+
+
+def _checkpoint(
+    folder: Path,
+    layers: list[str],
+    shapes: dict[str, tuple[int, ...]],
+    tops: dict[str, dict[str, np.ndarray]],
+    state: dict[str, Any],
+) -> None:
+    for name in layers:
+        _write_top(folder / f"top-{_safe(name)}.partial.npz", tops[name], len(shapes[name]) == 3)
+    _write_json(folder / "state.json", state)
+
+
+def _write_top(path: Path, state: dict[str, np.ndarray], spatial: bool) -> None:
+    with atomic_file(path) as f:
+        np.savez(f, spatial=np.array(spatial), **state)
+
+
+def run_pass(
+    model: Model | torch.nn.Module,
+    dataset: str | os.PathLike[str] | Collection,
+    layers: Sequence[str] | str,
+    *,
+    pool: str = "mean",
+    topk: int = 16,
+    batch_size: int = 32,
+    workers: int | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    predict: bool = False,
+    progress: bool = False,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> PassResult:
+    """Stream `dataset` through `model` once and store, for each layer, pooled features and a
+    per-unit top-k. Returns at once when a finished cache for exactly this work exists.
+
+    predict: also run the whole network and keep each image's top-1 class and probability.
+    on_batch(done, total) is called after every batch (e.g. to stop a pass early in tests)."""
+    model = as_model(model)
+    coll = open_dataset(dataset)
+    layers = [layers] if isinstance(layers, str) else list(layers)
+    if not layers:
+        raise ArgumentError("give at least one layer")
+    if pool not in ("mean", "max"):
+        raise ArgumentError(f"--pool must be mean or max, not {pool!r}")
+    if batch_size < 1 or topk < 1:
+        raise ArgumentError("batch size and top-k must be at least 1")
+    for name in layers:
+        resolve_layer(model.net, name)
+    if len(coll) == 0:
+        raise ArgumentError(f"{coll.name}: the dataset is empty")
+
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    key = cache_key(model, coll, layers, pool, topk, predict)
+    folder = root / key
+    index_file = folder / "index.json"
+    if index_file.is_file():
+        try:
+            return _load_result(folder, coll)
+        except (OSError, ValueError, KeyError):
+            pass  # an unreadable finished cache is rebuilt below
+    try:
+        return _run(model, coll, layers, pool, topk, batch_size, workers, folder, predict, progress, on_batch)
+    except OSError as e:
+        raise CacheError(
+            f"cannot write the feature cache in {folder}: {e.strerror or e}; free some space or choose "
+            "another folder with --cache (finished caches are left intact)"
+        ) from None
+
+
+def _shapes(model: Model, layers: list[str]) -> tuple[dict[str, tuple[int, ...]], str]:
+    size = model.preprocessing.input_size
+    x = torch.zeros(1, 3, size, size, device=model.device)
+    tr = trace(model.net, x)
+    missing = [n for n in layers if n not in tr.shapes]
+    if missing:
+        raise ArgumentError(f"layer {missing[0]!r} does not run in the model's forward pass")
+    return {n: tr.shapes[n] for n in layers}, max(layers, key=lambda n: tr.end[n])
+
+
+def _run(
+    model: Model,
+    coll: Collection,
+    layers: list[str],
+    pool: str,
+    topk: int,
+    batch_size: int,
+    workers: int | None,
+    folder: Path,
+    predict: bool,
+    progress: bool,
+    on_batch: Callable[[int, int], None] | None,
+) -> PassResult:
+    from ..probe import forward_until
+
+    shapes, deepest = _shapes(model, layers)
+    n = len(coll)
+    size = model.preprocessing.input_size
+    psize = min(16, size)
+    dims = {name: _pooled_dim(shape) for name, shape in shapes.items()}
+    dims[PIXELS] = 3 * psize * psize
+    if predict:
+        dims[PREDICTIONS] = 2
+
+    folder.mkdir(parents=True, exist_ok=True)
+    state_file = folder / "state.json"
+    state: dict[str, Any] = {"done": 0, "skipped": []}
+    tops = {name: _empty_top(dims[name], topk) for name in layers}
+    resume = state_file.is_file()
+    if resume:
+        try:
+            state = json.loads(state_file.read_text())
+            for name in layers:
+                with np.load(folder / f"top-{_safe(name)}.partial.npz") as z:
+                    tops[name] = {k: z[k] for k in ("values", "rows", "positions")}
+        except (OSError, ValueError, KeyError):
+            resume, state = False, {"done": 0, "skipped": []}
+            tops = {name: _empty_top(dims[name], topk) for name in layers}
+    files = {
+        name: _RowFile(folder / (_feature_file(name) + ".partial"), n, dims[name], create=not resume) for name in dims
+    }
+
+    nworkers = _workers(workers, coll, batch_size)
+    loader = DataLoader(
+        _Images(coll, model, state["done"]),
+        batch_size=batch_size,
+        num_workers=nworkers,
+        pin_memory=model.device.type == "cuda",
+        persistent_workers=False,
+    )
+    bar = _Bar(progress, n, state["done"], coll.name)
+    last = time.monotonic()
+    # (tops, state) after the last whole batch, replaced by ONE assignment so that an
+    # interruption anywhere leaves a consistent pair to checkpoint
+    ck = (tops, state)
+    try:
+        with Probe(model.net, layers) as probe, torch.inference_mode():
+            for x, idx, errors in loader:
+                start = int(idx[0])
+                x = x.to(model.device, non_blocking=True)
+                if predict:
+                    p, c = model.net(x).float().softmax(1).max(1)
+                    files[PREDICTIONS].write(start, torch.stack([c.float(), p], 1).cpu().numpy())
+                else:
+                    forward_until(model.net, x, deepest)
+                rows = idx.numpy()
+                ok = np.array([not e for e in errors])
+                new_tops = {}
+                for name in layers:
+                    pooled, mx, where = _reduce(probe[name], pool)
+                    files[name].write(start, pooled.cpu().numpy())
+                    vals = mx.cpu().numpy().T.copy()
+                    vals[:, ~ok] = -np.inf
+                    if where is not None:
+                        w = shapes[name][2]
+                        wh = where.cpu().numpy().T
+                        pos = np.stack([wh // w, wh % w], -1)
+                    else:
+                        pos = np.full((*vals.shape, 2), -1, np.int64)
+                    new_tops[name] = _merged(ck[0][name], vals, np.broadcast_to(rows, vals.shape), pos)
+                pix = F.adaptive_avg_pool2d(x.float(), psize).flatten(1)
+                files[PIXELS].write(start, pix.cpu().numpy())
+                bad = [[int(i), coll.paths[int(i)], e] for i, e in zip(idx, errors, strict=True) if e]
+                ck = (new_tops, {"done": start + len(idx), "skipped": ck[1]["skipped"] + bad})
+                bar.advance(len(idx))
+                if time.monotonic() - last > _CHECKPOINT_SECONDS or ck[1]["done"] == n:
+                    _checkpoint(folder, layers, shapes, *ck)
+                    last = time.monotonic()
+                if on_batch is not None:
+                    on_batch(ck[1]["done"], n)
+    except BaseException:
+        # everything up to the last whole batch is consistent: keep it for the resume
+        with contextlib.suppress(OSError):
+            _checkpoint(folder, layers, shapes, *ck)
+        raise
+    finally:
+        bar.close()
+        for f in files.values():
+            f.close()
+    tops, state = ck
+    return _finish(model, coll, layers, shapes, pool, folder, tops, state, list(files))
+
+
+def _pooled_dim(shape: tuple[int, ...]) -> int:
+    if len(shape) == 3:
+        return shape[0]
+    if len(shape) == 2:
+        return shape[1]
+    return int(np.prod(shape))
+
+
+def _workers(workers: int | None, coll: Collection, batch_size: int) -> int:
+    if workers is not None:
+        return max(0, workers)
+    if coll.arrays is not None or len(coll) <= 2 * batch_size:
+        return 0  # in-memory or tiny: worker start-up costs more than it saves
+    return max(1, min(4, (os.cpu_count() or 2) - 1))
+
+
+def _finish(
+    model: Model,
+    coll: Collection,
+    layers: list[str],
+    shapes: dict[str, tuple[int, ...]],
+    pool: str,
+    folder: Path,
+    tops: dict[str, dict[str, np.ndarray]],
+    state: dict[str, Any],
+    files: list[str],
+) -> PassResult:
+    bad = {i for i, _, _ in state["skipped"]}
+    keep = np.array([i for i in range(len(coll)) if i not in bad], np.int64)
+    if len(keep) == 0:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise ArgumentError(f"{coll.name}: none of the {len(coll)} images could be read ({state['skipped'][0][2]})")
+    remap = np.full(len(coll), -1, np.int64)
+    remap[keep] = np.arange(len(keep))
+    for name in files:
+        part = folder / (_feature_file(name) + ".partial")
+        if len(keep) < len(coll):  # drop unreadable rows, block by block
+            full = np.load(part, mmap_mode="r")
+            rf = _RowFile(folder / (_feature_file(name) + ".compact"), len(keep), full.shape[1], create=True)
+            for s in range(0, len(keep), 4096):
+                rf.write(s, full[keep[s : s + 4096]])
+            rf.close()
+            del full
+            part.unlink()
+            part = folder / (_feature_file(name) + ".compact")
+        os.replace(part, folder / _feature_file(name))
+    for name in layers:
+        t = tops[name]
+        valid = np.isfinite(t["values"]) & (t["rows"] < len(coll))
+        rows = np.where(valid, remap[np.minimum(t["rows"], len(coll) - 1)], -1)
+        final = {
+            "values": np.where(valid, t["values"], np.nan).astype(np.float32),
+            "rows": rows,
+            "positions": t["positions"],
+        }
+        _write_top(folder / f"top-{_safe(name)}.npz", final, len(shapes[name]) == 3)
+        (folder / f"top-{_safe(name)}.partial.npz").unlink(missing_ok=True)
+    _write_json(
+        folder / "index.json",
+        {
+            "format": FORMAT,
+            "model": model.name,
+            "dataset": coll.name,
+            "layers": layers,
+            "shapes": {k: list(v) for k, v in shapes.items()},
+            "pool": pool,
+            "rows": keep.tolist(),
+            "skipped": state["skipped"],
+        },
+    )
+    (folder / "state.json").unlink(missing_ok=True)
+    return _load_result(folder, coll, reused=False)
+
+
+def _load_result(folder: Path, coll: Collection, reused: bool = True) -> PassResult:
+    index = json.loads((folder / "index.json").read_text())
+    result = PassResult(
+        collection=coll.subset(index["rows"]) if len(index["rows"]) < len(coll) else coll,
+        layers=list(index["layers"]),
+        shapes={k: tuple(v) for k, v in index["shapes"].items()},
+        pool=index["pool"],
+        cache_dir=folder,
+        skipped=[(p, e) for _, p, e in index["skipped"]],
+        reused=reused,
+    )
+    for name in [*result.layers, PIXELS]:
+        if not (folder / _feature_file(name)).is_file():
+            raise OSError(f"missing {_feature_file(name)}")
+    return result
+
+
+class _Bar:
+    def __init__(self, enabled: bool, total: int, done: int, name: str) -> None:
+        self.progress = None
+        if enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
+
+            self.progress = Progress(
+                "[progress.description]{task.description}",
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                "eta",
+                TimeRemainingColumn(),
+                auto_refresh=False,
+                transient=False,
+            )
+            self.progress.start()
+            self.task = self.progress.add_task(f"features of {name}", total=total, completed=done)
+
+    def advance(self, k: int) -> None:
+        if self.progress is not None:
+            self.progress.advance(self.task, k)
+            self.progress.refresh()
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()

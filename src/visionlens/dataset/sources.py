@@ -1,0 +1,191 @@
+"""Image collections: a folder (searched recursively, subfolder names as labels), a text file
+listing image paths, or a bundled dataset (`samples`, `digits`).
+
+A `Collection` knows how to read each image and carries a fingerprint that changes whenever
+its content may have (paths, sizes and modification times), so a feature cache can be keyed
+on it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..errors import ArgumentError, ImageError
+from ..images import SAMPLES, load_image, sample_image, sample_names
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+BUNDLED = ("samples", "digits")
+
+
+class DatasetError(ArgumentError):
+    """A dataset that cannot be used as given (empty, unreadable, unknown name)."""
+
+
+@dataclass
+class Collection:
+    """An ordered list of images with optional integer labels.
+
+    `paths` are display names (file paths, or `digits/0017` for bundled items); `classes` names
+    the labels. `arrays` holds in-memory images for bundled datasets, else None."""
+
+    name: str
+    paths: list[str]
+    labels: list[int] | None = None
+    classes: list[str] = field(default_factory=list)
+    arrays: np.ndarray | None = None
+    fingerprint: str = ""
+    duplicates: int = 0  # repeated entries dropped when the collection was built
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def read(self, i: int) -> Image.Image:
+        """The i-th image as RGB; raises ImageError when it cannot be read."""
+        if self.arrays is not None:
+            return load_image(self.arrays[i])
+        if self.name == "samples":
+            return sample_image(self.paths[i])
+        return load_image(self.paths[i])
+
+    def label_name(self, i: int) -> str:
+        if self.labels is None or self.labels[i] < 0:
+            return ""
+        return self.classes[self.labels[i]]
+
+    def subset(self, indices: Sequence[int]) -> Collection:
+        idx = list(indices)
+        return Collection(
+            name=self.name,
+            paths=[self.paths[i] for i in idx],
+            labels=None if self.labels is None else [self.labels[i] for i in idx],
+            classes=self.classes,
+            arrays=None if self.arrays is None else self.arrays[idx],
+            fingerprint=_hash([self.fingerprint, *map(str, idx)]),
+        )
+
+
+def _hash(parts: Sequence[str]) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(p.encode("utf-8", "surrogateescape"))
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+def _stat_key(p: Path) -> str:
+    try:
+        st = p.stat()
+        return f"{p}|{st.st_size}|{st.st_mtime_ns}"
+    except OSError:
+        return f"{p}|missing"
+
+
+def _from_files(name: str, files: list[Path], root: Path | None) -> Collection:
+    seen: set[Path] = set()
+    unique: list[Path] = []
+    for f in files:
+        key = f.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(f)
+    labels: list[int] | None = None
+    classes: list[str] = []
+    if root is not None:
+        parts = [f.relative_to(root).parts for f in unique]
+        if any(len(p) > 1 for p in parts):
+            classes = sorted({p[0] for p in parts if len(p) > 1})
+            index = {c: i for i, c in enumerate(classes)}
+            labels = [index[p[0]] if len(p) > 1 else -1 for p in parts]
+    return Collection(
+        name=name,
+        paths=[str(f) for f in unique],
+        labels=labels,
+        classes=classes,
+        fingerprint=_hash([name, *(_stat_key(f) for f in unique)]),
+        duplicates=len(files) - len(unique),
+    )
+
+
+def folder(path: str | os.PathLike[str]) -> Collection:
+    """Every image file under `path` (recursively, sorted); the first-level subfolder a file is
+    in is its label, as in torchvision's ImageFolder."""
+    root = Path(path)
+    files = sorted(
+        (p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()),
+        key=lambda p: p.relative_to(root).parts,
+    )
+    if not files:
+        raise DatasetError(f"{root}: no image files found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+    return _from_files(str(root), files, root)
+
+
+def listing(path: str | os.PathLike[str]) -> Collection:
+    """A text file with one image path per line (relative paths are relative to the file)."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise DatasetError(f"{path}: cannot read the image list ({e})") from None
+    files = [Path(s) if Path(s).is_absolute() else path.parent / s for s in (ln.strip() for ln in lines) if s]
+    files = [f for f in files if not str(f).startswith("#")]
+    if not files:
+        raise DatasetError(f"{path}: the image list is empty")
+    return _from_files(str(path), files, None)
+
+
+def samples() -> Collection:
+    names = sample_names()
+    return Collection(name="samples", paths=names, fingerprint=_hash(["samples", *names]))
+
+
+def digits() -> Collection:
+    from ..digits import DIGIT_LABELS, digits_arrays
+
+    images, labels = digits_arrays()
+    return Collection(
+        name="digits",
+        paths=[f"digits/{i:04d}" for i in range(len(labels))],
+        labels=[int(v) for v in labels],
+        classes=list(DIGIT_LABELS),
+        arrays=images,
+        fingerprint=_hash(["digits", hashlib.sha256(images.tobytes()).hexdigest()]),
+    )
+
+
+def open_dataset(spec: str | os.PathLike[str] | Collection) -> Collection:
+    """`samples`, `digits`, a folder of images, or a .txt file listing image paths."""
+    if isinstance(spec, Collection):
+        return spec
+    s = str(spec)
+    p = Path(s)
+    if p.is_dir():
+        return folder(p)
+    if p.is_file():
+        if p.suffix.lower() in IMAGE_SUFFIXES:
+            raise DatasetError(
+                f"{p}: is one image; give a folder of images, a .txt list of paths, or {' / '.join(BUNDLED)}"
+            )
+        return listing(p)
+    if s == "samples":
+        return samples()
+    if s == "digits":
+        return digits()
+    raise DatasetError(f"{s}: no such folder or file, and not a bundled dataset ({', '.join(BUNDLED)})")
+
+
+__all__ = ["BUNDLED", "SAMPLES", "Collection", "DatasetError", "ImageError", "open_dataset"]
+
+
+def listing_of(paths: Sequence[str]) -> Collection:
+    """A collection of the given image files (or bundled sample names), in order."""
+    names = [str(p) for p in paths]
+    if all(n in SAMPLES and not Path(n).exists() for n in names):
+        return Collection(name="samples", paths=names, fingerprint=_hash(["samples", *names]))
+    return _from_files("images", [Path(n) for n in names], None)

@@ -1,0 +1,323 @@
+"""Views on a dataset pass: nearest neighbours, 2-D maps of feature space, top patches.
+
+They read what `run_pass` stored and return plain arrays and small result objects; drawing is
+done by `visionlens.plots`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import functional as TF
+
+from ..errors import ArgumentError, LayerError
+from ..models import Model, as_model
+from ..probe import receptive_fields
+from .engine import PIXELS, PassResult, run_pass
+from .sources import Collection
+
+
+def model_view(model: Model, img: Image.Image) -> np.ndarray:
+    """(H, W, 3) float image in [0, 1]: what the model sees of `img` (resized and cropped,
+    not normalized)."""
+    pre = model.preprocessing
+    img = TF.resize(img, pre.resize, interpolation=InterpolationMode(pre.interpolation), antialias=True)
+    img = TF.center_crop(img, [pre.input_size, pre.input_size])
+    return np.asarray(img, dtype=np.float32) / 255.0
+
+
+# ---------------------------------------------------------------- nearest neighbours
+
+
+def _normalized(a: np.ndarray, block: int = 16384) -> np.ndarray:
+    out = np.empty(a.shape, np.float32)
+    for s in range(0, len(a), block):
+        x = np.asarray(a[s : s + block], np.float32)
+        out[s : s + block] = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    return out
+
+
+def knn(
+    base: np.ndarray, queries: np.ndarray, k: int, exclude: Sequence[int] | None = None, use_faiss: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact k nearest rows of `base` for each query by cosine distance: (distances, indices),
+    each (Q, k), closest first. `exclude[q]` (a row index or -1) is never returned for query q
+    (the query itself when it comes from the base). FAISS's flat inner-product index when
+    available, else a blocked torch matmul."""
+    n = len(base)
+    extra = 0 if exclude is None else 1
+    if k + extra > n:
+        raise ArgumentError(f"k={k} neighbours asked for, but the dataset has only {n - extra} other images")
+    b = _normalized(base)
+    q = _normalized(queries)
+    kk = k + extra
+    sims: np.ndarray
+    idx: np.ndarray
+    try:
+        if not use_faiss:
+            raise ImportError
+        import faiss
+
+        index = faiss.IndexFlatIP(b.shape[1])
+        index.add(b)
+        sims, idx = index.search(q, kk)
+    except ImportError:
+        tb = torch.from_numpy(b)
+        sims_l, idx_l = [], []
+        for s in range(0, len(q), 1024):
+            sim = torch.from_numpy(q[s : s + 1024]) @ tb.T
+            v, i = sim.topk(kk, dim=1)
+            sims_l.append(v.numpy())
+            idx_l.append(i.numpy())
+        sims, idx = np.concatenate(sims_l), np.concatenate(idx_l)
+    if exclude is not None:
+        ex = np.asarray(exclude)[:, None]
+        keep = idx != ex
+        # drop the excluded row where it appears, else the last (k+1-th) candidate
+        keep[keep.all(1), -1] = False
+        idx = idx[keep].reshape(len(q), k)
+        sims = sims[keep].reshape(len(q), k)
+    return (1.0 - sims).astype(np.float32), idx.astype(np.int64)
+
+
+@dataclass
+class Neighbors:
+    """Nearest neighbours of each query in feature space and in pixel space (row indices
+    into `result.collection`)."""
+
+    result: PassResult
+    layer: str
+    query_images: list[Image.Image]
+    query_names: list[str]
+    query_labels: list[int]  # -1: unknown
+    feature: np.ndarray  # (Q, k)
+    feature_dist: np.ndarray
+    pixel: np.ndarray
+    pixel_dist: np.ndarray
+
+
+def default_queries(coll: Collection, n: int = 6, seed: int = 0) -> list[int]:
+    """n rows spread over the labels when there are labels, else over the collection."""
+    rng = np.random.default_rng(seed)
+    if coll.labels is not None and max(coll.labels) >= 0:
+        labels = np.asarray(coll.labels)
+        classes = [c for c in np.unique(labels) if c >= 0]
+        picks = [int(rng.choice(np.flatnonzero(labels == c))) for c in classes[:n]]
+        rest = [i for i in rng.permutation(len(coll)) if i not in picks]
+        return (picks + [int(i) for i in rest])[: min(n, len(coll))]
+    return [int(i) for i in np.linspace(0, len(coll) - 1, min(n, len(coll))).round().astype(int)]
+
+
+def neighbors(
+    model: Model | torch.nn.Module,
+    result: PassResult,
+    layer: str,
+    k: int = 8,
+    queries: Sequence[int] | None = None,
+    query_files: Sequence[str | os.PathLike[str]] = (),
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> Neighbors:
+    """k nearest neighbours of dataset rows `queries` (default: a few spread over the labels)
+    or of outside images `query_files`, in `layer`'s pooled features and in raw pixels."""
+    model = as_model(model)
+    coll = result.collection
+    feats, pix = result.features(layer), result.pixels()
+    if query_files:
+        from .sources import listing_of
+
+        qcoll = listing_of([str(p) for p in query_files])
+        qres = run_pass(model, qcoll, [layer], pool=result.pool, cache_dir=cache_dir or result.cache_dir.parent)
+        if qres.skipped:
+            raise ArgumentError(qres.skipped[0][1])
+        qf, qp, exclude = np.asarray(qres.features(layer)), np.asarray(qres.pixels()), None
+        images = [qcoll.read(i) for i in range(len(qcoll))]
+        names, labels = list(qcoll.paths), [-1] * len(qcoll)
+    else:
+        rows = list(queries) if queries is not None else default_queries(coll)
+        for r in rows:
+            if not 0 <= r < len(coll):
+                raise ArgumentError(f"query row {r} is out of range: the dataset has {len(coll)} images")
+        qf, qp, exclude = np.asarray(feats[rows]), np.asarray(pix[rows]), rows
+        images = [coll.read(r) for r in rows]
+        names = [coll.paths[r] for r in rows]
+        labels = [coll.labels[r] if coll.labels is not None else -1 for r in rows]
+    fd, fi = knn(feats, qf, k, exclude)
+    pd, pi = knn(pix, qp, k, exclude)
+    return Neighbors(result, layer, images, names, labels, fi, fd, pi, pd)
+
+
+def label_agreement(nb: Neighbors) -> tuple[float, float]:
+    """Fraction of (feature, pixel) neighbours sharing their query's label."""
+    labels = np.asarray(nb.result.collection.labels)
+    q = np.asarray(nb.query_labels)[:, None]
+    return float((labels[nb.feature] == q).mean()), float((labels[nb.pixel] == q).mean())
+
+
+# ---------------------------------------------------------------- 2-D maps
+
+
+@dataclass
+class Embedding:
+    coords: np.ndarray  # (N, 2)
+    method: str
+    trustworthiness: float
+    explained: tuple[float, float] | None  # PCA: variance ratio of the two components
+    knn_accuracy: float | None  # 5-NN label accuracy in the map, when there are labels
+    params: str
+
+
+def embed(
+    features: np.ndarray,
+    method: str = "tsne",
+    labels: Sequence[int] | None = None,
+    seed: int = 0,
+    perplexity: float = 30.0,
+    n_neighbors: int = 15,
+    trust_points: int = 2000,
+) -> Embedding:
+    """A 2-D map of feature space by PCA, t-SNE (openTSNE, after PCA to 50 dimensions) or
+    UMAP, with its trustworthiness (5 neighbours, on at most `trust_points` points)."""
+    from sklearn.decomposition import PCA
+    from sklearn.manifold import trustworthiness
+
+    x = np.asarray(features, np.float32)
+    n = len(x)
+    if n < 4:
+        raise ArgumentError(f"a 2-D map needs at least 4 images; the dataset has {n}")
+    explained = None
+    if method == "pca":
+        pca = PCA(2, random_state=seed).fit(x)
+        y = pca.transform(x)
+        explained = (float(pca.explained_variance_ratio_[0]), float(pca.explained_variance_ratio_[1]))
+        params = "PCA, 2 components"
+    elif method == "tsne":
+        from openTSNE import TSNE
+
+        xr = PCA(min(50, x.shape[1], n), random_state=seed).fit_transform(x) if x.shape[1] > 50 else x
+        perp = min(perplexity, (n - 1) / 3)
+        y = np.asarray(TSNE(perplexity=perp, random_state=seed, n_jobs=os.cpu_count() or 1).fit(xr))
+        params = f"t-SNE (openTSNE), perplexity {perp:g}, after PCA to {xr.shape[1]} dims"
+    elif method == "umap":
+        import umap
+
+        nn_ = min(n_neighbors, n - 1)
+        y = umap.UMAP(n_neighbors=nn_, random_state=seed, n_jobs=1).fit_transform(x)
+        params = f"UMAP, {nn_} neighbours"
+    else:
+        raise ArgumentError(f"--method must be pca, tsne or umap, not {method!r}")
+    y = np.asarray(y, np.float32)
+    rng = np.random.default_rng(seed)
+    sub = np.sort(rng.choice(n, min(n, trust_points), replace=False))
+    kn = min(5, len(sub) // 2 - 1)
+    trust = float(trustworthiness(x[sub], y[sub], n_neighbors=max(1, kn)))
+    acc = None
+    if labels is not None and min(labels) >= 0 and n > 5:
+        from sklearn.neighbors import KNeighborsClassifier
+
+        lab = np.asarray(labels)
+        clf = KNeighborsClassifier(6).fit(y, lab)
+        # 6 neighbours with the point itself among them: vote of its 5 true neighbours
+        _, ind = clf.kneighbors(y)
+        votes = lab[ind[:, 1:]]
+        pred = np.array([np.bincount(v).argmax() for v in votes])
+        acc = float((pred == lab).mean())
+    return Embedding(y, method, trust, explained, acc, params)
+
+
+def grid_assignment(coords: np.ndarray, cols: int | None = None) -> tuple[np.ndarray, int, int]:
+    """Each point's cell (row, col) on a regular grid, chosen by solving the assignment of
+    points to cells that minimizes the total squared distance (the 'CNN codes' mosaic)."""
+    from scipy.optimize import linear_sum_assignment
+
+    n = len(coords)
+    cols = cols or int(np.ceil(np.sqrt(n)))
+    rows = int(np.ceil(n / cols))
+    c = np.asarray(coords, np.float64)
+    c = (c - c.min(0)) / np.maximum(np.ptp(c, 0), 1e-12)
+    gy, gx = np.mgrid[0:rows, 0:cols]
+    cells = np.stack([gx.ravel() / max(1, cols - 1), gy.ravel() / max(1, rows - 1)], 1)
+    cost = ((c[:, None, :] - cells[None]) ** 2).sum(-1)
+    pts, cell = linear_sum_assignment(cost)
+    out = np.empty((n, 2), np.int64)
+    out[pts, 0] = cell // cols
+    out[pts, 1] = cell % cols
+    return out, rows, cols
+
+
+# ---------------------------------------------------------------- top patches
+
+
+@dataclass
+class Patch:
+    row: int  # image row in result.collection
+    value: float
+    position: tuple[int, int]  # (y, x) in the layer's map
+    box: tuple[int, int, int, int]  # (top, left, bottom, right) in the model's input, clipped
+    image: np.ndarray  # the crop, (h, w, 3) in [0, 1]
+
+
+def top_patches(
+    model: Model | torch.nn.Module, result: PassResult, layer: str, units: Sequence[int], k: int = 9
+) -> dict[int, list[Patch]]:
+    """For each unit, the k dataset images whose maximum of that unit is highest, cropped to
+    the receptive field (measured on the network) of the position of that maximum."""
+    model = as_model(model)
+    shape = result.shapes.get(layer)
+    if shape is None:
+        raise ArgumentError(f"layer {layer!r} was not captured in this pass")
+    if len(shape) != 3:
+        raise LayerError(
+            f"layer {layer!r} has no spatial output (shape {tuple(shape)}); top patches need a "
+            "convolutional layer with an (C, H, W) output (see `visionlens layers`)"
+        )
+    top = result.top(layer)
+    bad = [u for u in units if not 0 <= u < shape[0]]
+    if bad:
+        raise ArgumentError(f"unit {bad[0]} is out of range: layer {layer!r} has {shape[0]} units (0-{shape[0] - 1})")
+    if k > top.values.shape[1]:
+        raise ArgumentError(f"-k {k} is more than the {top.values.shape[1]} kept per unit by this pass")
+    size = model.preprocessing.input_size
+    rf = receptive_fields(model.net, size, [layer]).get(layer)
+    coll = result.collection
+    views: dict[int, np.ndarray] = {}
+    out: dict[int, list[Patch]] = {}
+    for u in units:
+        patches = []
+        for i in range(k):
+            row = int(top.rows[u, i])
+            if row < 0:
+                break
+            y, x = (int(v) for v in top.positions[u, i])
+            if row not in views:
+                views[row] = model_view(model, coll.read(row))
+            if rf is not None:
+                t, b = rf.span(y, 0)
+                lft, r = rf.span(x, 1)
+            else:  # no measurable field: the whole image
+                t, lft, b, r = 0, 0, size, size
+            box = (max(0, t), max(0, lft), min(size, b), min(size, r))
+            crop = views[row][box[0] : box[2], box[1] : box[3]]
+            patches.append(Patch(row, float(top.values[u, i]), (y, x), box, crop))
+        out[u] = patches
+    return out
+
+
+__all__ = [
+    "PIXELS",
+    "Embedding",
+    "Neighbors",
+    "Patch",
+    "default_queries",
+    "embed",
+    "grid_assignment",
+    "knn",
+    "label_agreement",
+    "model_view",
+    "neighbors",
+    "top_patches",
+]
