@@ -41,7 +41,7 @@ ModelOpt = Annotated[
     typer.Option(
         "--model",
         "-m",
-        help="efficientnet_lite0 (bundled), torchvision:NAME, timm:NAME, FILE.pt or pkg.module:function",
+        help="efficientnet_lite0 or digits_cnn (bundled), torchvision:NAME, timm:NAME, FILE.pt or pkg.module:function",
     ),
 ]
 WeightsOpt = Annotated[Path | None, typer.Option("--weights", help="local state_dict for the model")]
@@ -335,7 +335,7 @@ def occlusion(
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user mistakes become one line on stderr and exit status 2."""
-    from . import cli_report, cli_synthesis  # noqa: F401 - register their commands on `app`
+    from . import cli_dataset, cli_report, cli_synthesis  # noqa: F401 - register their commands on `app`
 
     err = Console(stderr=True)
     cmd = typer.main.get_command(app)
