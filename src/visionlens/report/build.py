@@ -151,8 +151,9 @@ def build_report(
     if root.exists() and not root.is_dir():
         raise ArgumentError(f"{root}: exists and is not a folder; give a folder for the report")
     site = Site(root, model_fingerprint(model.net, model.name))
-    table = _table(site, model)
-    chosen = _check_layers(model.net, table, layers) if layers else choose_layers(model.net, table, 2 if quick else 3)
+    shapes = layer_table(model, fields=False)  # one dry run: enough to check and choose layers
+    chosen = _check_layers(model.net, shapes, layers) if layers else choose_layers(model.net, shapes, 2 if quick else 3)
+    table = _table(site, model)  # with receptive fields (seconds), cached
     good, skipped = load_images(model, sources)
     ctx = ReportContext(model, site, settings, good, skipped, chosen, table, quick, dataset, tuple(extensions))
     ctx.cam_layer = A.last_spatial_layer(model, model.preprocessing.input_size)

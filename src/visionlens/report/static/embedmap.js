@@ -19,10 +19,8 @@
     el.appendChild(this.canvas);
     this.tip = document.createElement("div");
     this.tip.className = "vl-tip";
-    this.tipImg = document.createElement("img");
-    this.tipImg.alt = "";
+    this.tipImg = null; // created on the first hover over a point with a thumbnail: no empty <img>
     this.tipText = document.createElement("div");
-    this.tip.appendChild(this.tipImg);
     this.tip.appendChild(this.tipText);
     el.appendChild(this.tip);
     this.colors = {};
@@ -123,12 +121,15 @@
     var p = this.points[i];
     this.el.setAttribute("data-hovered", String(i));
     if (p.thumb) {
+      if (!this.tipImg) {
+        this.tipImg = document.createElement("img");
+        this.tip.insertBefore(this.tipImg, this.tipText);
+      }
       if (this.tipImg.getAttribute("src") !== p.thumb) this.tipImg.setAttribute("src", p.thumb);
       this.tipImg.alt = p.label || "";
-      this.tipImg.style.display = "block";
-    } else {
-      this.tipImg.removeAttribute("src");
-      this.tipImg.style.display = "none";
+    } else if (this.tipImg) {
+      this.tip.removeChild(this.tipImg);
+      this.tipImg = null;
     }
     this.tipText.textContent = p.label || "point " + i;
     this.tip.style.display = "block";

@@ -1,0 +1,170 @@
+"""The report without a browser: caching, foreign files, unreadable images, interrupted runs,
+escaping, the extension point and the command line."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+import visionlens as vl
+from visionlens.cli import main
+from visionlens.report import Extension, Settings, build_report, slugify
+from visionlens.report.html import url
+
+from .report_helpers import EVIL, FAKE_DATASET, LAYER, TINY, image_folder
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory, bundled: vl.Model) -> tuple[Path, Path]:
+    """(report folder, image folder), built once; tests that change it work on a copy."""
+    base = tmp_path_factory.mktemp("report")
+    images = image_folder(base / "images")
+    out = base / "site"
+    build_report(bundled, [images], [LAYER], out, settings=TINY, extensions=[FAKE_DATASET])
+    return out, images
+
+
+def _copy(built: tuple[Path, Path], tmp_path: Path) -> Path:
+    dst = tmp_path / "site"
+    shutil.copytree(built[0], dst)
+    return dst
+
+
+def _figure_mtimes(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in (root / "figures").rglob("*") if p.is_file()}
+
+
+def test_rerun_reuses_the_cache(built: tuple[Path, Path], tmp_path: Path, bundled: vl.Model) -> None:
+    out = _copy(built, tmp_path)
+    before = _figure_mtimes(out)
+    again = build_report(bundled, [built[1]], [LAYER], out, settings=TINY, extensions=[FAKE_DATASET])
+    assert again.stats.computed == 0 and again.stats.reused > 40
+    assert _figure_mtimes(out) == before  # not one figure file rewritten
+    # one parameter changed: only the figures that depend on it are made again
+    changed = build_report(
+        bundled,
+        [built[1]],
+        [LAYER],
+        out,
+        settings=Settings(**{**TINY.__dict__, "smoothgrad_samples": 3}),
+        extensions=[FAKE_DATASET],
+    )
+    assert changed.stats.computed_names and all("smoothgrad" in n for n in changed.stats.computed_names)
+    assert len(changed.stats.computed_names) == 4  # 2 images x 2 classes
+
+
+def test_foreign_files_survive(built: tuple[Path, Path], tmp_path: Path, bundled: vl.Model) -> None:
+    out = _copy(built, tmp_path)
+    mine = {
+        "notes.txt": b"keep me",
+        "figures/mine.bin": b"\x00\x01",
+        "assets/custom.css": b"body{}",
+        "old-page.html": b"<p>old</p>",
+    }
+    for rel, data in mine.items():
+        (out / rel).write_bytes(data)
+    build_report(bundled, [built[1]], [LAYER], out, settings=TINY, extensions=[FAKE_DATASET])
+    for rel, data in mine.items():
+        assert (out / rel).read_bytes() == data
+
+
+def test_unreadable_images_are_listed(built: tuple[Path, Path]) -> None:
+    html = (built[0] / "index.html").read_text()
+    skipped = html[html.index('id="skipped"') :]
+    assert "broken.jpg" in skipped and "notes.txt" in skipped and "truncated" in skipped
+    assert "coffee.jpg" in html and not (built[0] / "image-broken.html").exists()
+
+
+def test_interrupted_run_keeps_the_previous_site(built: tuple[Path, Path], tmp_path: Path, bundled: vl.Model) -> None:
+    out = _copy(built, tmp_path)
+    index = (out / "index.html").read_bytes()
+    pages = {p.name: p.read_bytes() for p in out.glob("*.html")}
+
+    def boom(ctx):  # type: ignore[no-untyped-def]
+        raise RuntimeError("stopped half-way")
+
+    changed = Settings(**{**TINY.__dict__, "vis_steps": 4, "units": 3})
+    with pytest.raises(RuntimeError, match="half-way"):
+        build_report(
+            bundled,
+            [built[1]],
+            [LAYER],
+            out,
+            settings=changed,
+            extensions=[FAKE_DATASET, Extension("broken", pages=[boom])],
+        )
+    assert (out / "index.html").read_bytes() == index
+    assert {p.name: p.read_bytes() for p in out.glob("*.html")} == pages  # no page half-updated
+    assert not [p for p in out.rglob("*.tmp")]
+    # every file the old pages point at still exists
+    for page in out.glob("*.html"):
+        for ref in re.findall(r'(?:src|href)="([^"#]+)', page.read_text()):
+            assert (out / ref).exists(), (page.name, ref)
+
+
+def test_names_are_escaped_and_slugs_are_safe(built: tuple[Path, Path]) -> None:
+    slug = slugify(Path(EVIL).stem)
+    assert re.fullmatch(r"[A-Za-z0-9_.-]+", slug) and slug != slugify("img-src-x-onerror-alert-1")
+    assert url("a b/<c>#d") == "a%20b/%3Cc%3E#d"
+    html = (built[0] / "index.html").read_text()
+    assert "&lt;img src=x onerror=alert(1)&gt;.png" in html
+    assert "<img src=x" not in html
+    assert (built[0] / f"image-{slug}.html").is_file()
+
+
+def test_extension_fills_the_unit_slots(built: tuple[Path, Path]) -> None:
+    units = (built[0] / "units.html").read_text()
+    assert units.count('data-slot="unit-patches"') == TINY.units
+    assert "figures/fake-dataset/patch-blocks.2-1.png" in units
+    assert "dataset.html" in (built[0] / "index.html").read_text()  # in the navigation
+
+
+def test_units_slot_without_extension(tmp_path: Path, built: tuple[Path, Path], bundled: vl.Model) -> None:
+    out = _copy(built, tmp_path)
+    build_report(bundled, [built[1]], [LAYER], out, settings=TINY)
+    units = (out / "units.html").read_text()
+    assert units.count('data-slot="unit-patches"') == TINY.units and "No dataset pass yet" in units
+
+
+def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as e:
+        main(list(args))
+    cap = capsys.readouterr()
+    return int(e.value.code or 0), cap.out, cap.err
+
+
+def test_cli_report(
+    built: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = _copy(built, tmp_path)
+    monkeypatch.setattr(Settings, "quick", classmethod(lambda cls, **kw: TINY))
+    code, stdout, err = _run(capsys, "report", "--quick", "--images", str(built[1]), "--layers", LAYER, "-o", str(out))
+    assert code == 0, err
+    assert "skipped" in stdout and "broken.jpg" in stdout and str(out / "index.html") in stdout
+    assert "0 figures made" in stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--images", "/no/such/folder"], "no such file"),
+        (["--layers", "blocks.22"], "blocks.2"),
+        (["--layers", "classifier"], "not a spatial"),
+        (["--images", ""], "empty"),
+    ],
+)
+def test_cli_report_bad_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    code, _, err = _run(capsys, "report", *args, "-o", str(tmp_path / "r"))
+    assert code == 2 and message in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_cli_report_output_is_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "f").write_text("x")
+    code, _, err = _run(capsys, "report", "-o", str(tmp_path / "f"))
+    assert code == 2 and "not a folder" in err
