@@ -134,7 +134,9 @@ def test_top_patches_match_brute_force(bundled: vl.Model, tmp_path: Path) -> Non
         for p in plist:
             t, b = rf.span(p.position[0], 0)
             assert p.box[0] == max(0, t) and p.box[2] == min(224, b)
-            assert p.image.shape[:2] == (p.box[2] - p.box[0], p.box[3] - p.box[1])
+            assert p.image.shape[:2] == rf.size
+            view = np.asarray(p.image[p.box[0] - t : p.box[2] - t])
+            assert view.shape[0] == p.box[2] - p.box[0]
 
 
 def test_top_patches_ties_and_small_net(digits_model: vl.Model, tmp_path: Path) -> None:

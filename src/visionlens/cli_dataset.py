@@ -224,6 +224,9 @@ def top_patches(
     found = find(m, res, layer, unit_list, k)
     coll = res.collection
     rows = [[(p.image, f"{p.value:.2f} {coll.label_name(p.row)}".strip()) for p in found[u]] for u in unit_list]
-    title = f"{m.name}, {layer}: top {k} of {len(coll)} images per unit (activation at the patch centre's unit)"
+    title = (
+        f"{m.name}, {layer}: the {k} images of {len(coll)} where each unit is strongest (value: its maximum),\n"
+        "cropped to the receptive field of that position (grey: beyond the image)"
+    )
     plots.patch_grid(path, unit_list, rows, title)
     out.print(f"wrote {path}")

@@ -177,5 +177,5 @@ def patch_grid(
             weight="bold",
         )
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout(rect=(0.02, 0, 1, 1 - 0.45 / (1.25 * rows + 0.5)))
+    fig.tight_layout(rect=(0.02, 0, 1, 1 - 0.6 / (1.25 * rows + 0.5)))
     return _save(fig, path)

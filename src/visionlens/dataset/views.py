@@ -258,7 +258,7 @@ class Patch:
     value: float
     position: tuple[int, int]  # (y, x) in the layer's map
     box: tuple[int, int, int, int]  # (top, left, bottom, right) in the model's input, clipped
-    image: np.ndarray  # the crop, (h, w, 3) in [0, 1]
+    image: np.ndarray  # the receptive field, (h, w, 3) in [0, 1], grey outside the image
 
 
 def top_patches(
@@ -301,7 +301,9 @@ def top_patches(
             else:  # no measurable field: the whole image
                 t, lft, b, r = 0, 0, size, size
             box = (max(0, t), max(0, lft), min(size, b), min(size, r))
-            crop = views[row][box[0] : box[2], box[1] : box[3]]
+            # the whole field, grey where it reaches past the image, so the unit is at the centre
+            crop = np.full((b - t, r - lft, 3), 0.5, np.float32)
+            crop[box[0] - t : box[2] - t, box[1] - lft : box[3] - lft] = views[row][box[0] : box[2], box[1] : box[3]]
             patches.append(Patch(row, float(top.values[u, i]), (y, x), box, crop))
         out[u] = patches
     return out

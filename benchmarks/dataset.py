@@ -1,0 +1,205 @@
+"""Benchmark the dataset pass and its views against the bare tools, in one run.
+
+- extraction: run_pass vs a bare `torch.inference_mode()` forward loop over the same images,
+  DataLoader and batch size (bundled EfficientNet-Lite0); throughput ratio.
+- memory: peak RSS of a pass over 20,000 generated images vs 2,000 (each in its own process).
+- knn: visionlens.knn vs FAISS's IndexFlatIP called directly, 100,000 x 1,280 features.
+- tsne: visionlens embed(method="tsne") vs openTSNE called directly (same PCA-50 step), 10,000 points.
+
+    python benchmarks/dataset.py [--only extraction,memory,knn,tsne] [--threads N] [--repeats N] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def median_times(fn, repeats: int) -> float:  # type: ignore[no-untyped-def]
+    ts = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    return statistics.median(ts)
+
+
+def make_images(folder: Path, n: int, size: int, seed: int = 0) -> Path:
+    """n smooth random JPEGs (a few classes of colour blobs), size x size, in class subfolders."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    for i in range(n):
+        sub = folder / f"class{i % 5}"
+        sub.mkdir(parents=True, exist_ok=True)
+        path = sub / f"{i:06d}.jpg"
+        if path.exists():
+            continue
+        cx, cy, r = rng.random(3)
+        base = np.stack(
+            [np.sin(6 * xx + i % 5), np.cos(5 * yy), np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (0.05 + r / 5))], -1
+        )
+        img = np.clip((base * 0.5 + 0.5 + rng.normal(0, 0.05, base.shape)) * 255, 0, 255).astype(np.uint8)
+        Image.fromarray(img).save(path, quality=90)
+    return folder
+
+
+def extraction(repeats: int, n: int, batch: int, workers: int) -> None:
+    from torch.utils.data import DataLoader
+
+    import visionlens as vl
+    from visionlens.dataset import open_dataset, run_pass
+    from visionlens.dataset.engine import _Images
+
+    model = vl.load_model()
+    tmp = Path(tempfile.mkdtemp(prefix="vl-bench-"))
+    coll = open_dataset(make_images(tmp / "images", n, 256))
+
+    def bare() -> None:
+        loader = DataLoader(_Images(coll, model, 0), batch_size=batch, num_workers=workers)
+        with torch.inference_mode():
+            for x, _, _ in loader:
+                model.net(x)
+
+    counter = iter(range(10**6))
+
+    def ours() -> None:  # a fresh cache each time, so every run does the whole pass
+        run_pass(model, coll, ["bn2"], batch_size=batch, workers=workers, cache_dir=tmp / f"cache{next(counter)}")
+
+    bare()  # warm-up (page cache, allocator)
+    t_bare, t_ours = [], []
+    for _ in range(repeats):  # interleaved, so drift hits both
+        t_bare.append(median_times(bare, 1))
+        t_ours.append(median_times(ours, 1))
+    b, o = statistics.median(t_bare), statistics.median(t_ours)
+    print(f"extraction, {n} images 256 px -> 224, batch {batch}, {workers} workers, medians of {repeats}:")
+    print(
+        f"  bare inference_mode loop {b:.2f} s ({n / b:.1f} img/s)   visionlens run_pass {o:.2f} s ({n / o:.1f} img/s)"
+    )
+    print(f"  visionlens throughput = {b / o:.1%} of the bare loop (target >= 90%)")
+
+
+def _memory_child(n: int, folder: str) -> None:
+    import resource
+
+    import visionlens as vl
+    from visionlens.dataset import run_pass
+
+    model = vl.load_model("digits_cnn")
+    res = run_pass(model, folder, ["features.relu3"], batch_size=64, workers=1, cache_dir=Path(folder).parent / f"c{n}")
+    assert len(res.collection) == n
+    print(json.dumps({"rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def memory(quick: bool) -> None:
+    small, large = (200, 2000) if quick else (2000, 20000)
+    tmp = Path(tempfile.mkdtemp(prefix="vl-mem-"))
+    out = {}
+    for n in (small, large):
+        folder = make_images(tmp / f"d{n}", n, 32, seed=n)
+        cmd = [sys.executable, __file__, "--memory-child", str(n), str(folder)]
+        line = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+        out[n] = json.loads(line)["rss_mb"]
+    print("memory, digits_cnn on generated 32-px images, peak RSS of the whole process:")
+    print(
+        f"  {small} images: {out[small]:.0f} MB   {large} images: {out[large]:.0f} MB   "
+        f"difference {out[large] - out[small]:+.0f} MB (target <= +100 MB)"
+    )
+
+
+def knn_bench(repeats: int, n: int, dim: int, queries: int) -> None:
+    import faiss
+
+    from visionlens.dataset.views import knn
+
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((n, dim), dtype=np.float32)
+    q = base[rng.choice(n, queries, replace=False)] + rng.normal(0, 0.1, (queries, dim)).astype(np.float32)
+
+    def direct():  # type: ignore[no-untyped-def]
+        b = base / np.linalg.norm(base, axis=1, keepdims=True)
+        index = faiss.IndexFlatIP(dim)
+        index.add(b)
+        return index.search(q / np.linalg.norm(q, axis=1, keepdims=True), 10)
+
+    direct()  # warm-up
+    knn(base, q, 10, use_faiss=False)
+    t_f = median_times(direct, repeats)
+    t_v = median_times(lambda: knn(base, q, 10), repeats)
+    t_t = median_times(lambda: knn(base, q, 10, use_faiss=False), max(1, repeats // 2))
+    same = np.array_equal(direct()[1], knn(base, q, 10)[1])
+    print(
+        f"knn, {n} x {dim} features, {queries} queries, k=10, exact cosine, medians of {repeats} (incl. normalizing):"
+    )
+    print(
+        f"  FAISS IndexFlatIP direct {queries / t_f:.0f} q/s   visionlens.knn {queries / t_v:.0f} q/s "
+        f"({t_f / t_v:.2f}x)   torch fallback {queries / t_t:.0f} q/s   same neighbours: {same}"
+    )
+
+
+def tsne_bench(repeats: int, n: int) -> None:
+    from openTSNE import TSNE
+    from sklearn.datasets import make_blobs
+    from sklearn.decomposition import PCA
+
+    from visionlens.dataset.views import embed
+
+    x, y = make_blobs(n, 256, centers=10, cluster_std=4.0, random_state=0)
+    x = x.astype(np.float32)
+
+    def direct():  # type: ignore[no-untyped-def]
+        xr = PCA(50, random_state=0).fit_transform(x)
+        return TSNE(perplexity=30, random_state=0, n_jobs=os.cpu_count() or 1).fit(xr)
+
+    direct()  # warm-up: imports, numba compilation
+    embed(x[:500], "tsne")
+    t_d, t_v = [], []
+    for _ in range(repeats):
+        t_d.append(median_times(direct, 1))
+        t_v.append(median_times(lambda: embed(x, "tsne", list(y)), 1))
+    d, v = statistics.median(t_d), statistics.median(t_v)
+    print(f"t-SNE, {n} points x 256 dims, medians of {repeats}:")
+    print(
+        f"  openTSNE direct {d:.1f} s   visionlens embed {v:.1f} s (incl. trustworthiness + 5-NN score) "
+        f"overhead {v / d - 1:+.1%} (target <= 10%)"
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--only", default="extraction,memory,knn,tsne")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
+    ap.add_argument("--memory-child", nargs=2, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    if a.memory_child:
+        _memory_child(int(a.memory_child[0]), a.memory_child[1])
+        return
+    only = set(a.only.split(","))
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
+    if "extraction" in only:
+        extraction(a.repeats, 64 if a.quick else 512, 32, 1)
+    if "memory" in only:
+        memory(a.quick)
+    if "knn" in only:
+        knn_bench(a.repeats, 10_000 if a.quick else 100_000, 1280, 100 if a.quick else 1000)
+    if "tsne" in only:
+        tsne_bench(a.repeats, 1000 if a.quick else 10_000)
+
+
+if __name__ == "__main__":
+    main()
