@@ -1,4 +1,6 @@
 # The two set-up commands: `make demo` and `make test`. Each creates .venv when missing.
+# `make demo` writes the HTML report of the bundled model on the bundled images into demo/;
+# `make gallery` writes one picture per technique into docs/gallery.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -6,7 +8,7 @@ VL := $(VENV)/bin/visionlens
 STAMP := $(VENV)/.installed
 DEMO := demo
 
-.PHONY: demo gallery test bench clean
+.PHONY: demo gallery test bench clean chromium
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,7 +16,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 
-# Every technique on the bundled model and images, written into $(OUT).
+# Every technique on the bundled model and images, one picture each, written into $(1).
 define PICTURES
 	mkdir -p $(1)
 	$(VL) layers > $(1)/layers.txt
@@ -41,14 +43,20 @@ define PICTURES
 	$(VL) style chelsea coffee --size 256 -o $(1)/style.png
 endef
 
+# The report of the bundled model on a few bundled images (--quick: a few minutes on 2 CPU
+# cores; a rerun reuses what is already in $(DEMO)).
 demo: $(STAMP)
-	$(call PICTURES,$(DEMO))
-	@echo "pictures in $(abspath $(DEMO))"
+	$(VL) report --quick -o $(DEMO)
+	@echo "$(abspath $(DEMO))/index.html"
 
 gallery: $(STAMP)
 	$(call PICTURES,docs/gallery)
 
-test: $(STAMP)
+# The browser tests drive Debian's chromium (Playwright's own download does not work here).
+chromium:
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+
+test: $(STAMP) chromium
 	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m pytest
 

@@ -14,6 +14,7 @@ from visionlens.cli import main
 from visionlens.report import Extension, Settings, build_report, slugify
 from visionlens.report.html import url
 
+from .conftest import ReLUNet, seeded
 from .report_helpers import EVIL, FAKE_DATASET, LAYER, TINY, image_folder
 
 
@@ -106,7 +107,9 @@ def test_interrupted_run_keeps_the_previous_site(built: tuple[Path, Path], tmp_p
 
 
 def test_names_are_escaped_and_slugs_are_safe(built: tuple[Path, Path]) -> None:
-    slug = slugify(Path(EVIL).stem)
+    slug = slugify(Path(EVIL).stem, key=str((built[1] / EVIL).resolve()))
+    taken: set[str] = set()
+    assert len({slugify("x", taken, key=k) for k in ["a/x", "b/x", "b/x"]}) == 3  # never two images on one page
     assert re.fullmatch(r"[A-Za-z0-9_.-]+", slug) and slug != slugify("img-src-x-onerror-alert-1")
     assert url("a b/<c>#d") == "a%20b/%3Cc%3E#d"
     html = (built[0] / "index.html").read_text()
@@ -127,6 +130,16 @@ def test_units_slot_without_extension(tmp_path: Path, built: tuple[Path, Path], 
     build_report(bundled, [built[1]], [LAYER], out, settings=TINY)
     units = (out / "units.html").read_text()
     assert units.count('data-slot="unit-patches"') == TINY.units and "No dataset pass yet" in units
+
+
+def test_any_module(tmp_path: Path) -> None:
+    """A bare nn.Module: ImageNet preprocessing, numbered classes, layers chosen among its convolutions."""
+    rep = build_report(seeded(ReLUNet()), ["chelsea", "coffee"], None, tmp_path, settings=TINY)
+    assert rep.layers == ["features.0", "features.2", "features.5"]
+    assert {"index.html", "units.html", "synthesis.html", "layer-features.2.html"} <= set(rep.pages)
+    assert (
+        "class 3" in (tmp_path / "index.html").read_text() or "class " in (tmp_path / "image-chelsea.html").read_text()
+    )
 
 
 def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:

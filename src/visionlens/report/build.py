@@ -14,9 +14,9 @@ from torch import nn
 from .. import attribution as A
 from ..errors import ArgumentError, LayerError
 from ..layers import LayerInfo, layer_table
-from ..models import Model, load_model
+from ..models import Model, as_model, load_model
 from ..probe import ReceptiveField, resolve_layer
-from .context import DEFAULT_IMAGES, QUICK_IMAGES, ReportContext, expand_images, load_images
+from .context import DEFAULT_IMAGES, QUICK_IMAGES, ReportContext, choose_layers, expand_images, load_images
 from .core import Extension, Page, Settings
 from .html import Renderer, navigation
 from .pages_images import image_page
@@ -56,27 +56,6 @@ def _table(site: Site, model: Model) -> list[LayerInfo]:
         field = None if rf is None else ReceptiveField(tuple(rf[0]), tuple(rf[1]), tuple(rf[2]), bool(rf[3]))
         out.append(LayerInfo(name, kind, tuple(shape) if shape else None, field))
     return out
-
-
-def choose_layers(net: nn.Module, table: list[LayerInfo], k: int) -> list[str]:
-    """k layers spread over the depth of the network: stage-like containers (the shallowest
-    level with at least four spatial containers, e.g. blocks.0-6 or layer1-4), else convolutions."""
-    modules = dict(net.named_modules())
-    spatial = [i.name for i in table if i.shape and len(i.shape) == 3 and min(i.shape[1:]) > 1]
-    containers = [n for n in spatial if len(list(modules[n].children())) > 0]
-    candidates: list[str] = []
-    for depth in range(0, 4):
-        level = [n for n in containers if n.count(".") == depth]
-        if len(level) >= 4:
-            candidates = level
-            break
-    if not candidates:
-        candidates = [n for n in spatial if isinstance(modules[n], nn.Conv2d)] or spatial
-    if not candidates:
-        raise LayerError("the model has no layer with a spatial (C, H, W) output to report on")
-    n = len(candidates)
-    picks = sorted({min(n - 1, int((i + 1) * n / (k + 1))) for i in range(k)})
-    return [candidates[i] for i in picks]
 
 
 def _check_layers(net: nn.Module, table: list[LayerInfo], layers: Sequence[str]) -> list[str]:
@@ -122,7 +101,7 @@ def _progress(enabled: bool, total: int) -> Iterator[tuple[Callable[[str], None]
 
 
 def build_report(
-    model: Model | str = "efficientnet_lite0",
+    model: Model | nn.Module | str = "efficientnet_lite0",
     images: Sequence[str | os.PathLike[str]] | None = None,
     layers: Sequence[str] | None = None,
     out_dir: str | os.PathLike[str] = "report",
@@ -140,7 +119,7 @@ def build_report(
     Figures already in `out_dir` with the same key are reused; nothing else there is touched.
     Pages are written after every figure, and index.html last, each atomically: a run that
     stops half-way leaves the previous report as it was."""
-    model = load_model(model) if isinstance(model, str) else model
+    model = load_model(model) if isinstance(model, str) else as_model(model)
     settings = settings or (Settings.quick() if quick else Settings())
     sources = expand_images(list(images) if images else list(QUICK_IMAGES if quick else DEFAULT_IMAGES))
     if max_images is not None:

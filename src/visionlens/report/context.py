@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch import nn
 
-from ..errors import ImageError, VisionlensError
+from ..errors import ImageError, LayerError, VisionlensError
 from ..layers import LayerInfo
 from ..models import Model
 from .core import Extension, Figure, Settings
@@ -80,7 +81,7 @@ def expand_images(specs: Sequence[str | os.PathLike[str]]) -> list[str]:
             out += [str(f) for f in files]
         else:
             out.append(str(spec))
-    return out
+    return list(dict.fromkeys(out))
 
 
 def load_images(model: Model, sources: Sequence[str], k: int = 5) -> tuple[list[ReportImage], list[tuple[str, str]]]:
@@ -96,7 +97,8 @@ def load_images(model: Model, sources: Sequence[str], k: int = 5) -> tuple[list[
             reason = str(e)
             skipped.append((name, reason.split(": ", 1)[1] if reason.startswith(f"{src}: ") else reason))
             continue
-        images.append(ReportImage(name, src, slugify(Path(name).stem if Path(src).exists() else name, taken), x, ""))
+        stem = Path(name).stem if Path(src).exists() else name
+        images.append(ReportImage(name, src, slugify(stem, taken, key=str(Path(src).resolve())), x, ""))
     if not images:
         why = "; ".join(f"{n}: {r}" for n, r in skipped[:3])
         raise VisionlensError(f"none of the images could be read ({why}); give readable image files")
@@ -109,3 +111,24 @@ def load_images(model: Model, sources: Sequence[str], k: int = 5) -> tuple[list[
             pairs = zip(top.values[i].tolist(), top.indices[i].tolist(), strict=True)
             im.top = [(int(c), model.label(int(c)), float(p)) for p, c in pairs]
     return images, skipped
+
+
+def choose_layers(net: nn.Module, table: list[LayerInfo], k: int) -> list[str]:
+    """k layers spread over the depth of the network: stage-like containers (the shallowest
+    level with at least four spatial containers, e.g. blocks.0-6 or layer1-4), else convolutions."""
+    modules = dict(net.named_modules())
+    spatial = [i.name for i in table if i.shape and len(i.shape) == 3 and min(i.shape[1:]) > 1]
+    containers = [n for n in spatial if len(list(modules[n].children())) > 0]
+    candidates: list[str] = []
+    for depth in range(0, 4):
+        level = [n for n in containers if n.count(".") == depth]
+        if len(level) >= 4:
+            candidates = level
+            break
+    if not candidates:
+        candidates = [n for n in spatial if isinstance(modules[n], nn.Conv2d)] or spatial
+    if not candidates:
+        raise LayerError("the model has no layer with a spatial (C, H, W) output to report on")
+    n = len(candidates)
+    picks = sorted({min(n - 1, int((i + 1) * n / (k + 1))) for i in range(k)})
+    return [candidates[i] for i in picks]

@@ -157,7 +157,7 @@ class Settings:
     @classmethod
     def quick(cls, **changes: Any) -> Settings:
         fast = cls(
-            units=4,
+            units=6,
             vis_steps=96,
             vis_size=96,
             smoothgrad_samples=8,
@@ -167,7 +167,7 @@ class Settings:
             invert_steps=40,
             invert_size=112,
             textures=("brick",),
-            texture_size=128,
+            texture_size=192,
             texture_steps=300,
             style_size=192,
             style_steps=120,

@@ -13,7 +13,14 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from .core import Link, Page
 from .site import Site
 
-ASSETS = ("style.css", "embedmap.js", "favicon.svg")
+ASSETS = ("style.css", "embedmap.js")
+# inline, so that no page makes a request for it (an icon fetched after "load" would be cut
+# off by the next navigation)
+FAVICON = (
+    "data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 32 32'%3E"
+    "%3Ccircle cx='16' cy='16' r='13' fill='%231f3b57'/%3E%3Ccircle cx='16' cy='16' r='7' fill='%23f2a541'/%3E"
+    "%3Ccircle cx='16' cy='16' r='3' fill='%231f3b57'/%3E%3C/svg%3E"
+)
 VIEWER = "assets/embedmap.js"
 
 
@@ -72,7 +79,7 @@ class Renderer:
             scripts += [m.data for m in maps if m.data not in scripts]
             scripts += [VIEWER] if VIEWER not in scripts else []
         return self.env.get_template("page.html").render(
-            page=page, nav=self.nav, model_name=self.model_name, scripts=scripts
+            page=page, nav=self.nav, model_name=self.model_name, scripts=scripts, favicon=FAVICON
         )
 
     def write(self, page: Page) -> None:

@@ -11,6 +11,10 @@ from .pages_images import input_figure
 from .pages_layers import filters_figure
 
 
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def layer_rows(table: list[LayerInfo], chosen: list[str], pages: dict[str, str]) -> tuple[list[list], list[int]]:
     rows, marked = [], []
     for info in table:
@@ -53,7 +57,8 @@ def overview_page(ctx: ReportContext) -> Page:
     ]
     images = Section(
         "Images",
-        f"{len(ctx.images)} images and the network's top-5 classes; open one for its activations and attribution maps.",
+        f"{_n(len(ctx.images), 'image')} and the network's top-5 classes; open one for its activations and "
+        "attribution maps.",
         cards=cards,
         id="images",
     )
@@ -96,5 +101,5 @@ def overview_page(ctx: ReportContext) -> Page:
         "Overview",
         "Report",
         sections,
-        intro=f"What {m.name} sees: {len(ctx.images)} images, {len(ctx.layers)} layers.",
+        intro=f"What {m.name} sees: {_n(len(ctx.images), 'image')}, {_n(len(ctx.layers), 'layer')}.",
     )

@@ -6,7 +6,7 @@ import torch
 
 from ..images import image_tensor
 from ..synthesis.recipes import DEFAULT_STYLE_LAYERS, style_transfer, texture
-from .context import ReportContext
+from .context import ReportContext, choose_layers
 from .core import Figure, Page, Section
 from .pages_layers import _checked
 from .site import fingerprint, slugify
@@ -27,10 +27,21 @@ def _source(ctx: ReportContext, name: str, size: int, square: bool) -> tuple[Fig
     return fig, x, key
 
 
+def style_layers(ctx: ReportContext) -> tuple[list[str], str]:
+    """(style layers, content layer): the recipes' defaults where the model has them (the
+    bundled EfficientNet), else layers spread over the network's depth."""
+    names = {i.name for i in ctx.layer_table}
+    if all(n in names for n in DEFAULT_STYLE_LAYERS) and "blocks.4" in names:
+        return list(DEFAULT_STYLE_LAYERS), "blocks.4"
+    spread = choose_layers(ctx.model.net, ctx.layer_table, 4)
+    return spread, spread[-1]
+
+
 def _texture_section(ctx: ReportContext, name: str) -> Section:
     s = ctx.settings
     src, x, key = _source(ctx, name, s.texture_size, True)
-    layers = ", ".join(DEFAULT_STYLE_LAYERS)
+    used, _ = style_layers(ctx)
+    layers = ", ".join(used)
     out = ctx.site.figure(
         f"synthesis/texture-{slugify(name)}",
         {
@@ -41,7 +52,9 @@ def _texture_section(ctx: ReportContext, name: str) -> Section:
             "optimizer": "Adam on Fourier",
             "seed": s.seed,
         },
-        lambda: _checked(texture(ctx.model, x, size=s.texture_size, steps=s.texture_steps, seed=s.seed)).images[0],
+        lambda: _checked(
+            texture(ctx.model, x, layers=used, size=s.texture_size, steps=s.texture_steps, seed=s.seed)
+        ).images[0],
         title=f"Texture of {name}",
         caption=f"From noise, an image whose Gram matrices at {layers} match those of {name}: the same local "
         f"statistics, none of the layout. {s.texture_steps} Adam steps on the decorrelated Fourier "
@@ -55,22 +68,28 @@ def _style_section(ctx: ReportContext, content: str, style: str) -> Section:
     s = ctx.settings
     cfig, c, ckey = _source(ctx, content, s.style_size, False)
     sfig, st, skey = _source(ctx, style, s.style_size, False)
+    used, content_layer = style_layers(ctx)
     out = ctx.site.figure(
         f"synthesis/style-{slugify(content)}-{slugify(style)}",
         {
             "method": "style transfer (Gatys et al. 2016)",
-            "content layer": "blocks.4",
-            "style layers": ", ".join(DEFAULT_STYLE_LAYERS),
+            "content layer": content_layer,
+            "style layers": ", ".join(used),
             "style weight": 30.0,
             "steps": s.style_steps,
             "size": s.style_size,
             "Gram": "softmax-smoothed (Wang et al. 2021)",
             "seed": s.seed,
         },
-        lambda: _checked(style_transfer(ctx.model, c, st, steps=s.style_steps, seed=s.seed)).images[0],
+        lambda: _checked(
+            style_transfer(
+                ctx.model, c, st, content_layer=content_layer, style_layers=used, steps=s.style_steps, seed=s.seed
+            )
+        ).images[0],
         title=f"{content} in the style of {style}",
-        caption=f"Starting from {content}, Adam steps on the Fourier parameterization keep its blocks.4 features "
-        f"while matching the softmax-smoothed Gram matrices of {style}. Raw array: the image in [0, 1], (3, H, W).",
+        caption=f"Starting from {content}, Adam steps on the Fourier parameterization keep its {content_layer} "
+        f"features while matching the softmax-smoothed Gram matrices of {style}. "
+        "Raw array: the image in [0, 1], (3, H, W).",
         depends=[ckey, skey],
     )
     return Section(f"Style: {content} + {style}", figures=[cfig, sfig, out], id=f"style-{slugify(content)}")

@@ -26,12 +26,18 @@ CACHE_VERSION = 1
 _SAFE_PATH = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
 
 
-def slugify(text: str, taken: set[str] | None = None) -> str:
-    """A file-name-safe version of `text`; a short hash is appended when characters had to be
-    replaced or the slug is already taken, so different names never share files."""
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.")[:48] or "item"
+def slugify(text: str, taken: set[str] | None = None, key: str | None = None) -> str:
+    """A file-name-safe version of `text`; a short hash of `key` (default: `text`) is appended
+    when characters had to be replaced or the slug is already in `taken`, so different names
+    never share files. The result is added to `taken`."""
+    base = re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.")[:48] or "item"
+    digest = hashlib.sha256((key or text).encode()).hexdigest()[:8]
+    slug = base
     if slug != text or (taken is not None and slug in taken):
-        slug = f"{slug}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+        slug = f"{base}-{digest}"
+    n = 2
+    while taken is not None and slug in taken:
+        slug, n = f"{base}-{digest}-{n}", n + 1
     if taken is not None:
         taken.add(slug)
     return slug
