@@ -269,6 +269,7 @@ def units_page(ctx: ReportContext) -> Page:
                     )
                 ],
                 href=f"{ctx.layer_page(layer)}#{fig.anchor}",
+                brief=True,
                 id=f"{slugify(layer)}-unit-{u}",
             )
             for u, fig in figs
