@@ -73,6 +73,8 @@ def report(
     )
     for name, why in result.skipped:
         out.print(f"[yellow]skipped[/yellow] {escape(name)}: {escape(why)}")
+    if result.left_out:
+        out.print(f"left out {result.left_out} images beyond --max-images {max_images}")
     st = result.stats
     out.print(
         f"{len(result.pages)} pages, {st.computed} figures made, {st.reused} reused; layers {', '.join(result.layers)}"

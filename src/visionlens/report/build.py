@@ -34,6 +34,7 @@ class Report:
     images: list[str]
     skipped: list[tuple[str, str]]
     stats: Stats
+    left_out: int = 0  # images beyond max_images
 
 
 def _table(site: Site, model: Model) -> list[LayerInfo]:
@@ -122,9 +123,11 @@ def build_report(
     model = load_model(model) if isinstance(model, str) else as_model(model)
     settings = settings or (Settings.quick() if quick else Settings())
     sources = expand_images(list(images) if images else list(QUICK_IMAGES if quick else DEFAULT_IMAGES))
+    left_out = 0
     if max_images is not None:
         if max_images < 1:
             raise ArgumentError("--max-images must be at least 1")
+        left_out = max(0, len(sources) - max_images)
         sources = sources[:max_images]
     root = Path(out_dir)
     if root.exists() and not root.is_dir():
@@ -158,4 +161,5 @@ def build_report(
             renderer.write(page)
         for page in index:  # last: until it is replaced, the previous report stays whole
             renderer.write(page)
-    return Report(root / "index.html", [p.file for p in pages], chosen, [im.name for im in good], skipped, site.stats)
+    names = [im.name for im in good]
+    return Report(root / "index.html", [p.file for p in pages], chosen, names, skipped, site.stats, left_out)
