@@ -185,11 +185,14 @@ def embed(
         plots.mosaic(mpath, cells, r, c, lambda i: model_view(m, coll.read(int(rows[pick[i]]))))
         out.print(f"wrote {mpath}")
     if html:
-        from .report.embedding import write_embedding_page  # type: ignore[import-not-found]
+        from .report.dataset_page import write_map_site
 
-        hpath = path.with_suffix(".html")
-        write_embedding_page(hpath, emb, coll, rows, labels, names, lambda i: model_view(m, coll.read(int(i))), title)
-        out.print(f"wrote {hpath}")
+        folder = path.with_name(f"{path.stem}-map")
+        index = write_map_site(
+            folder, m, res, layer, emb.coords, rows.tolist(), labels, names, f"{emb.params}: {layer}",
+            f"{len(rows)} images of {dataset}; {stats}; colour: {by}.",
+        )  # fmt: skip
+        out.print(f"wrote {index}")
 
 
 @app.command("top-patches")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -20,13 +21,18 @@ from .render import save_image  # noqa: E402
 GOOD, BAD = "#1a9850", "#d73027"
 
 
-def _save(fig: plt.Figure, path: str | os.PathLike[str], dpi: int = 100) -> Path:
+def _save(fig: plt.Figure, path: str | os.PathLike[str] | None, dpi: int = 100) -> Any:
+    """Write the figure as PNG (atomically); with path None return it as an (H, W, 3) array."""
     try:
+        if path is None:
+            fig.set_dpi(dpi)
+            fig.canvas.draw()
+            return np.asarray(fig.canvas.buffer_rgba())[..., :3].astype(np.float32) / 255.0
         with atomic_file(path) as f:
             fig.savefig(f, format="png", dpi=dpi, facecolor="white")
+        return Path(path)
     finally:
         plt.close(fig)
-    return Path(path)
 
 
 def _show(ax: plt.Axes, img: np.ndarray, title: str = "", color: str | None = None) -> None:
@@ -43,13 +49,13 @@ def _show(ax: plt.Axes, img: np.ndarray, title: str = "", color: str | None = No
 
 
 def neighbor_grid(
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | None,
     queries: Sequence[np.ndarray],
     query_titles: Sequence[str],
     feature: Sequence[Sequence[tuple[np.ndarray, str, bool | None]]],
     pixel: Sequence[Sequence[tuple[np.ndarray, str, bool | None]]],
     title: str,
-) -> Path:
+) -> Any:
     """One row per query: the query, its feature-space neighbours, then its pixel-space
     neighbours. Each neighbour is (image, caption, same label?) ; the frame is green for the
     same label, red for another, none when unknown."""
@@ -85,13 +91,13 @@ def _palette(n: int) -> list[tuple[float, ...]]:
 
 
 def scatter(
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | None,
     coords: np.ndarray,
     labels: Sequence[int] | None,
     names: Sequence[str],
     title: str,
     max_legend: int = 20,
-) -> Path:
+) -> Any:
     """Points coloured by label (or one colour), with a legend of the largest classes."""
     fig, ax = plt.subplots(figsize=(7.5, 6.5))
     n = len(coords)
@@ -121,15 +127,16 @@ def scatter(
 
 
 def mosaic(
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | None,
     cells: np.ndarray,
     rows: int,
     cols: int,
     tile: Callable[[int], np.ndarray],
     tile_size: int = 48,
     gap: int = 1,
-) -> Path:
-    """Images laid on a rows x cols grid: point i goes to cells[i] = (row, col)."""
+) -> Any:
+    """Images laid on a rows x cols grid: point i goes to cells[i] = (row, col). Written as
+    PNG, or returned as an array when path is None."""
     from PIL import Image
 
     step = tile_size + gap
@@ -139,7 +146,7 @@ def mosaic(
         method = Image.NEAREST if max(img.size) < tile_size else Image.BICUBIC
         small = np.asarray(img.resize((tile_size, tile_size), method), np.float32) / 255.0
         canvas[r * step : r * step + tile_size, c * step : c * step + tile_size] = small
-    return save_image(path, canvas)
+    return canvas if path is None else save_image(path, canvas)
 
 
 def patch_grid(
