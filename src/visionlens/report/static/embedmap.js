@@ -88,7 +88,8 @@
   };
 
   View.prototype.draw = function () {
-    var c = this.ctx, self = this, r = Math.max(2, Math.min(6, 3 * Math.sqrt(this.k)));
+    var n = this.points.length, base = n < 100 ? 5 : n < 1000 ? 4 : 3;
+    var c = this.ctx, self = this, r = Math.max(2, Math.min(8, base * Math.sqrt(this.k)));
     c.clearRect(0, 0, this.w, this.h);
     c.globalAlpha = 0.8;
     this.points.forEach(function (p, i) {
