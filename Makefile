@@ -41,6 +41,10 @@ define PICTURES
 	$(VL) texture brick --size 192 -o $(1)/texture-brick.png
 	$(VL) texture coffee --size 192 -o $(1)/texture-coffee.png
 	$(VL) style chelsea coffee --size 256 -o $(1)/style.png
+	$(VL) neighbors digits --model digits_cnn -k 8 -o $(1)/neighbors-digits.png
+	$(VL) embed digits --model digits_cnn --method tsne --mosaic --tiles 400 -o $(1)/embed-digits-tsne.png
+	$(VL) neighbors samples -k 4 -o $(1)/neighbors-samples.png
+	$(VL) top-patches samples --layer blocks.3 --units 0-7 -k 6 -o $(1)/top-patches-samples.png
 endef
 
 # The report of the bundled model on a few bundled images (--quick: under 2 minutes on 2 CPU
@@ -66,6 +70,7 @@ bench: $(STAMP)
 	$(PY) -m pip install -q -e ".[bench]"
 	$(PY) benchmarks/attribution.py
 	$(PY) benchmarks/synthesis.py
+	$(PY) benchmarks/dataset.py
 
 clean:
 	rm -rf $(DEMO) .pytest_cache

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Annotated
 
@@ -13,17 +12,6 @@ from .cli import DeviceOpt, ModelOpt, TrustOpt, WeightsOpt, _load, app, out
 from .errors import ArgumentError
 
 
-def _dataset_extension(name: str):  # type: ignore[no-untyped-def]
-    """The Extension that adds the dataset page and the units' top patches for --dataset."""
-    try:
-        module = importlib.import_module("visionlens.report.dataset_page")
-    except ModuleNotFoundError as e:
-        if e.name != "visionlens.report.dataset_page":
-            raise
-        raise ArgumentError("--dataset: this visionlens has no dataset section yet; use --images DIR") from None
-    return module.extension(name)
-
-
 @app.command()
 def report(
     output: Annotated[Path, typer.Option("--output", "-o", help="folder to write the site into")] = Path("report"),
@@ -32,8 +20,13 @@ def report(
         typer.Option("--images", "-i", help="folder of images, or comma-separated files / sample names"),
     ] = None,
     dataset: Annotated[
-        str | None, typer.Option("--dataset", help="dataset for the dataset page and unit patches")
-    ] = None,
+        str,
+        typer.Option(
+            "--dataset",
+            help="dataset for the dataset page and the units' top patches: samples, digits, a folder, "
+            "a .txt list of paths, or none",
+        ),
+    ] = "samples",
     layers: Annotated[
         str | None,
         typer.Option("--layers", "-l", help="comma-separated layer names (default: a few spread over depth)"),
@@ -49,6 +42,7 @@ def report(
 ) -> None:
     """A browsable static site: model, layers, images, attributions, units, synthesis."""
     from .report import build_report
+    from .report.dataset_page import extension as dataset_extension
 
     if output.exists() and not output.is_dir():
         raise ArgumentError(f"{output}: exists and is not a folder; give a folder for the report")
@@ -58,7 +52,8 @@ def report(
         if not sources:
             raise ArgumentError("--images is empty; give a folder, files or sample names")
     names = [n.strip() for n in layers.split(",") if n.strip()] if layers else None
-    extensions = [_dataset_extension(dataset)] if dataset else []
+    dataset_spec = None if dataset.strip().lower() in ("", "none") else dataset
+    extensions = [dataset_extension(dataset_spec)] if dataset_spec else []
     m = _load(model, weights, trust_checkpoint, device)
     result = build_report(
         m,
@@ -67,7 +62,7 @@ def report(
         output,
         quick=quick,
         extensions=extensions,
-        dataset=dataset,
+        dataset=dataset_spec,
         max_images=max_images,
         progress=True,
     )

@@ -242,7 +242,7 @@ def unit_patches(ctx: ReportContext, name: str, layer: str, units: Sequence[int]
             for p in found[u]:
                 img = Image.fromarray((np.clip(p.image, 0, 1) * 255).astype(np.uint8)).resize((72, 72), Image.BICUBIC)
                 tiles.append(np.asarray(img, np.float32) / 255.0)
-            return render.grid(tiles, cols=len(tiles))
+            return render.grid(tiles, cols=min(4, len(tiles)))
 
         top = res.top(layer)
         values = ", ".join(f"{v:.2f}" for v in top.values[u, :k] if np.isfinite(v))
