@@ -249,7 +249,7 @@ def unit_patches(ctx: ReportContext, name: str, layer: str, units: Sequence[int]
         out[u] = [
             ctx.site.figure(
                 f"dataset/patches-{layer}-{u}",
-                {"method": "top dataset patches", "layer": layer, "unit": u, "k": k, "dataset": name},
+                {"method": "top dataset patches", "layer": layer, "unit": u, "k": k, "dataset": name, "per row": 4},
                 strip,
                 title=f"Top {k} dataset patches",
                 caption=(
