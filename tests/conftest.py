@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -73,3 +75,9 @@ def chelsea(bundled: vl.Model) -> torch.Tensor:
 def images() -> torch.Tensor:
     torch.manual_seed(1)
     return torch.randn(2, 3, 32, 32)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _feature_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Dataset passes of the tests go to a temporary cache, never the user's ~/.cache."""
+    os.environ["VISIONLENS_CACHE"] = str(tmp_path_factory.mktemp("feature-cache"))
