@@ -53,21 +53,26 @@ def knn(
     extra = 0 if exclude is None else 1
     if k + extra > n:
         raise ArgumentError(f"k={k} neighbours asked for, but the dataset has only {n - extra} other images")
-    b = _normalized(base)
-    q = _normalized(queries)
     kk = k + extra
     sims: np.ndarray
     idx: np.ndarray
-    try:
-        if not use_faiss:
-            raise ImportError
-        import faiss
-
+    faiss = None
+    if use_faiss:
+        try:
+            import faiss
+        except ImportError:
+            faiss = None
+    if faiss is not None:
+        b = np.array(base, dtype=np.float32, order="C", copy=True)
+        q = np.array(queries, dtype=np.float32, order="C", copy=True)
+        faiss.normalize_L2(b)  # in place, multithreaded; zero rows stay zero
+        faiss.normalize_L2(q)
         index = faiss.IndexFlatIP(b.shape[1])
         index.add(b)
         sims, idx = index.search(q, kk)
-    except ImportError:
-        tb = torch.from_numpy(b)
+    else:
+        tb = torch.from_numpy(_normalized(base))
+        q = _normalized(queries)
         sims_l, idx_l = [], []
         for s in range(0, len(q), 1024):
             sim = torch.from_numpy(q[s : s + 1024]) @ tb.T
