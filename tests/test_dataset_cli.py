@@ -78,3 +78,31 @@ def test_bad_input_one_line_exit_2(
     assert message in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
     assert not list(tmp_path.glob("*.png")) and not list(tmp_path.glob("*.jpg"))
+
+
+def test_embed_html_map_loads_in_chromium(tmp_path: Path, capsys: pytest.CaptureFixture[str], cache: list[str]) -> None:
+    out = tmp_path / "map.png"
+    code, text, err = run(capsys, "embed", "digits", "-m", "digits_cnn", "--method", "pca", "--html",
+                          "--max-points", "60", "-o", str(out), *cache)  # fmt: skip
+    assert code == 0, err
+    index = tmp_path / "map-map" / "index.html"
+    assert f"wrote {index}" in text
+    assert len(list((tmp_path / "map-map" / "figures" / "dataset" / "thumbs").glob("*.png"))) == 60
+    sync_api = pytest.importorskip("playwright.sync_api")
+    from .test_report_browser import CHROMIUM, Watched
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed (make test installs it)")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        w = Watched(browser, index.parent.as_uri() + "/")
+        try:
+            w.open("index.html")
+            pt = w.page.evaluate("() => window.VL_MAP_VIEWS['map'].screenPoint(0)")
+            w.page.mouse.move(pt["x"], pt["y"])
+            w.page.locator(".vl-tip").wait_for(state="visible")
+            assert "digits/" in w.page.locator(".vl-tip").inner_text()
+            assert not w.problems
+        finally:
+            w.close()
+            browser.close()
