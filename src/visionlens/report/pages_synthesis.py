@@ -50,6 +50,7 @@ def _texture_section(ctx: ReportContext, name: str) -> Section:
             "steps": s.texture_steps,
             "size": s.texture_size,
             "optimizer": "Adam on Fourier",
+            "colour match": 1.0,
             "seed": s.seed,
         },
         lambda: _checked(
@@ -58,7 +59,8 @@ def _texture_section(ctx: ReportContext, name: str) -> Section:
         title=f"Texture of {name}",
         caption=f"From noise, an image whose Gram matrices at {layers} match those of {name}: the same local "
         f"statistics, none of the layout. {s.texture_steps} Adam steps on the decorrelated Fourier "
-        "parameterization with a total-variation prior. Raw array: the image in [0, 1], (3, H, W).",
+        "parameterization with a total-variation prior, and the pixels' RGB mean and covariance matched to "
+        "the source's. Raw array: the image in [0, 1], (3, H, W).",
         depends=[key],
     )
     return Section(f"Texture: {name}", figures=[src, out], id=f"texture-{slugify(name)}")

@@ -188,6 +188,27 @@ def gram_loss(layer: str, target: torch.Tensor, smooth: bool = False) -> Objecti
     return Objective(fn, f"gram_loss({layer}{', smooth' if smooth else ''})", [layer])
 
 
+def colour_match(reference: torch.Tensor) -> Objective:
+    """Relative distance of the image's RGB mean and covariance from those of `reference`
+    ((1, 3, H, W) in [0, 1]): the Gram statistics of the pixels themselves. Subtract it."""
+    ref = reference.detach()[:1].flatten(2)
+    mu_t = ref.mean(2)
+    centred = ref - mu_t[..., None]
+    cov_t = centred @ centred.transpose(1, 2) / ref.shape[-1]
+
+    def fn(s: State) -> torch.Tensor:
+        x = s.image.flatten(2)
+        mu = x.mean(2)
+        xc = x - mu[..., None]
+        cov = xc @ xc.transpose(1, 2) / x.shape[-1]
+        m, c = mu_t.to(x), cov_t.to(x)
+        d_mu = (mu - m).pow(2).sum(1) / m.pow(2).sum().clamp(min=1e-12)
+        d_cov = (cov - c).pow(2).flatten(1).sum(1) / c.pow(2).sum().clamp(min=1e-12)
+        return (d_mu + d_cov).sum()
+
+    return Objective(fn, "colour_match()")
+
+
 def total_variation() -> Objective:
     """Mean absolute difference between neighbouring pixels. Subtract it."""
 

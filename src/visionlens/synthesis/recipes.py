@@ -216,6 +216,7 @@ def texture(
     steps: int = 300,
     lr: float = 0.1,
     tv_weight: float = 0.5,
+    colour_weight: float = 1.0,
     smooth: bool = False,
     param: str = "fourier",
     optimizer: str = "adam",
@@ -225,12 +226,16 @@ def texture(
     """Gram-matrix texture synthesis (Gatys et al. 2015): from noise, an image whose Gram
     matrices at several layers match the source's. On EfficientNet the decorrelated Fourier
     parameterization is what makes this work: pixel-space L-BFGS, as with VGG, leaves
-    high-frequency noise (see docs/gallery)."""
+    high-frequency noise (see docs/gallery). `colour_weight` also matches the pixels' RGB
+    mean and covariance: without it patches of colours the source does not have (cyan in
+    coffee) could appear."""
     model = as_model(model)
     targets = features(model, image[:1], layers)
     objective = -sum(O.gram_loss(n, O.gram(targets[n], smooth), smooth) for n in layers)
     if tv_weight:
         objective = objective - tv_weight * O.total_variation()
+    if colour_weight:
+        objective = objective - colour_weight * O.colour_match(image.to(model.device))
     return synthesize(
         model,
         objective,
