@@ -121,7 +121,7 @@ def dataset_pages(ctx: ReportContext, name: str) -> list[Page]:
                 "Raw array: the neighbours' row indices, feature space first."
             ),
             depends=dep,
-            css="wide",
+            css="full",
         )
         sections.append(Section("Nearest neighbours", figures=[grid]))
 
@@ -188,11 +188,18 @@ def dataset_pages(ctx: ReportContext, name: str) -> list[Page]:
 
         def draw_mosaic(cells: np.ndarray) -> np.ndarray:
             rws, cls = int(cells[:, 0].max()) + 1, int(np.ceil(np.sqrt(len(pick))))
-            return plots.mosaic(None, cells, rws, cls, lambda j: model_view(model, coll.read(int(sub[pick[j]]))))
+            size = 96 if len(pick) <= 100 else 48  # few images: bigger tiles
+            tile = lambda j: model_view(model, coll.read(int(sub[pick[j]])))  # noqa: E731
+            return plots.mosaic(None, cells, rws, cls, tile, tile_size=size)
 
         mosaic = site.figure(
             "dataset/mosaic",
-            {"method": "t-SNE points assigned to grid cells (linear_sum_assignment)", "layer": layer, "images": tiles},
+            {
+                "method": "t-SNE points assigned to grid cells (linear_sum_assignment)",
+                "layer": layer,
+                "images": tiles,
+                "tile px": 96 if tiles <= 100 else 48,
+            },
             lambda: grid_assignment(tsne_coords[pick])[0],
             draw_mosaic,
             title="Mosaic of the t-SNE map",
