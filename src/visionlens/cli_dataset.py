@@ -149,8 +149,8 @@ def embed(
     import numpy as np
 
     from . import plots
+    from .dataset.views import colour_classes, grid_assignment, model_view
     from .dataset.views import embed as make_map
-    from .dataset.views import grid_assignment, model_view
 
     if method not in ("pca", "tsne", "umap"):
         raise ArgumentError(f"--method must be pca, tsne or umap, not {method!r}")
@@ -162,13 +162,8 @@ def embed(
     rng = np.random.default_rng(seed)
     n = len(coll)
     rows = np.sort(rng.choice(n, max_points, replace=False)) if n > max_points else np.arange(n)
-    if coll.labels is not None and min(coll.labels) >= 0:
-        labels, names, by = [coll.labels[i] for i in rows], coll.classes, "label"
-    else:
-        cls, _ = res.predictions()  # type: ignore[misc]
-        uniq = sorted(set(cls[rows].tolist()))
-        labels = [uniq.index(c) for c in cls[rows]]
-        names, by = [m.short_label(c) for c in uniq], "predicted class"
+    every, names, by = colour_classes(res, m)
+    labels = [every[i] for i in rows]
     emb = make_map(np.asarray(res.features(layer))[rows], method, labels, seed=seed)
     stats = f"trustworthiness {emb.trustworthiness:.3f}"
     if emb.explained:
@@ -218,11 +213,11 @@ def top_patches(
 
     path = _png(output, f"top-patches-{_stem(dataset)}.png")
     unit_list = _parse_units(units)
-    n = len(open_dataset(dataset))
-    if k > n:
-        raise ArgumentError(f"-k {k} is more than the dataset's {n} images")
+    coll = open_dataset(dataset)
+    if k > len(coll):
+        raise ArgumentError(f"-k {k} is more than the dataset's {len(coll)} images")
     m, res, layer = _prepare(
-        dataset, model, weights, trust_checkpoint, device, layer, "mean", batch_size, workers, cache, topk=max(16, k)
+        coll, model, weights, trust_checkpoint, device, layer, "mean", batch_size, workers, cache, topk=max(16, k)
     )
     found = find(m, res, layer, unit_list, k)
     coll = res.collection

@@ -46,10 +46,13 @@ class Preprocessing:
     interpolation: str = "bicubic"
 
     def __call__(self, img: Image.Image) -> torch.Tensor:
+        return self.normalize(TF.to_tensor(self.crop(img)))
+
+    def crop(self, img: Image.Image) -> Image.Image:
+        """The part of `img` the network sees, at its input size (resized, centre-cropped)."""
         mode = InterpolationMode(self.interpolation)
         img = TF.resize(img, self.resize, interpolation=mode, antialias=True)
-        img = TF.center_crop(img, [self.input_size, self.input_size])
-        return self.normalize(TF.to_tensor(img))
+        return TF.center_crop(img, [self.input_size, self.input_size])
 
     def normalize(self, x01: torch.Tensor) -> torch.Tensor:
         mean = torch.tensor(self.mean, dtype=x01.dtype, device=x01.device).view(-1, 1, 1)

@@ -12,8 +12,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from PIL import Image
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms import functional as TF
 
 from ..errors import ArgumentError, LayerError
 from ..models import Model, as_model
@@ -25,10 +23,7 @@ from .sources import Collection
 def model_view(model: Model, img: Image.Image) -> np.ndarray:
     """(H, W, 3) float image in [0, 1]: what the model sees of `img` (resized and cropped,
     not normalized)."""
-    pre = model.preprocessing
-    img = TF.resize(img, pre.resize, interpolation=InterpolationMode(pre.interpolation), antialias=True)
-    img = TF.center_crop(img, [pre.input_size, pre.input_size])
-    return np.asarray(img, dtype=np.float32) / 255.0
+    return np.asarray(model.preprocessing.crop(img), dtype=np.float32) / 255.0
 
 
 # ---------------------------------------------------------------- nearest neighbours
@@ -164,6 +159,19 @@ def label_agreement(nb: Neighbors) -> tuple[float, float]:
 
 
 # ---------------------------------------------------------------- 2-D maps
+
+
+def colour_classes(result: PassResult, model: Model) -> tuple[list[int], list[str], str]:
+    """What to colour each image of a pass by: (class per row, class names, "label") when the
+    dataset is labelled, else its predicted class (the pass needs predict=True)."""
+    coll = result.collection
+    if coll.labels is not None and min(coll.labels) >= 0:
+        return list(coll.labels), list(coll.classes), "label"
+    pred = result.predictions()
+    cls = pred[0] if pred is not None else np.zeros(len(coll), np.int64)
+    uniq = sorted(set(cls.tolist()))
+    return [uniq.index(c) for c in cls], [model.short_label(c) for c in uniq], "predicted class"
+
 
 
 @dataclass
@@ -319,6 +327,7 @@ __all__ = [
     "Embedding",
     "Neighbors",
     "Patch",
+    "colour_classes",
     "default_queries",
     "embed",
     "grid_assignment",

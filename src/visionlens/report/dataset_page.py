@@ -17,7 +17,7 @@ from PIL import Image
 
 from .. import plots, render
 from ..dataset import PassResult, open_dataset, run_pass
-from ..dataset.views import default_queries, embed, grid_assignment, model_view, neighbors, top_patches
+from ..dataset.views import colour_classes, default_queries, embed, grid_assignment, model_view, neighbors, top_patches
 from ..models import Model
 from .context import ReportContext
 from .core import EmbeddingMap, Extension, Figure, Page, Section
@@ -25,43 +25,36 @@ from .site import Site, model_fingerprint
 
 MAP_POINTS = 2000  # at most this many points (and thumbnails) in each map
 PATCHES = 8  # top patches per unit
-_passes: dict[tuple[int, str], tuple[PassResult, str]] = {}
 
 
 def extension(name: str) -> Extension:
     """The dataset Extension for a dataset spec (samples, digits, a folder, a .txt list)."""
     open_dataset(name)  # a bad dataset fails before any work
+    made: list[Any] = [None, None]  # [the context, its pass]: the units page and the dataset page share it
+
+    def dataset_pass(ctx: ReportContext) -> tuple[PassResult, str]:
+        if made[0] is not ctx:
+            made[:] = [ctx, _pass(ctx, name)]
+        return made[1]
 
     def pages(ctx: ReportContext) -> list[Page]:
-        return dataset_pages(ctx, name)
+        return dataset_pages(ctx, name, *dataset_pass(ctx))
 
     def patches(ctx: ReportContext, layer: str, units: Sequence[int]) -> dict[int, list[Figure]]:
-        return unit_patches(ctx, name, layer, units)
+        if len(ctx.shape(layer)) != 3:
+            return {}
+        return unit_patches(ctx, name, dataset_pass(ctx)[0], layer, units)
 
     return Extension("dataset", pages=[pages], unit_patches=patches)
 
 
 def _pass(ctx: ReportContext, name: str) -> tuple[PassResult, str]:
-    """The dataset pass over the feature layer (the last spatial one) and every spatial report
-    layer, run once per report."""
-    key = (id(ctx), name)
-    if key not in _passes:
-        feature_layer = ctx.cam_layer
-        layers = [feature_layer, *(n for n in ctx.layers if len(ctx.shape(n)) == 3 and n != feature_layer)]
-        ctx.site.status(f"dataset pass over {name}")
-        _passes.clear()
-        _passes[key] = (run_pass(ctx.model, name, layers, topk=16, predict=True), feature_layer)
-    return _passes[key]
-
-
-def _labels(res: PassResult, ctx: ReportContext) -> tuple[list[int], list[str], str]:
-    coll = res.collection
-    if coll.labels is not None and min(coll.labels) >= 0:
-        return list(coll.labels), list(coll.classes), "label"
-    pred = res.predictions()
-    cls = pred[0] if pred is not None else np.zeros(len(coll), np.int64)
-    uniq = sorted(set(cls.tolist()))
-    return [uniq.index(c) for c in cls], [ctx.model.short_label(c) for c in uniq], "predicted class"
+    """ONE dataset pass over the feature layer (the last spatial one) and every spatial report
+    layer."""
+    feature_layer = ctx.cam_layer
+    layers = [feature_layer, *(n for n in ctx.layers if len(ctx.shape(n)) == 3 and n != feature_layer)]
+    ctx.site.status(f"dataset pass over {name}")
+    return run_pass(ctx.model, name, layers, topk=16, predict=True), feature_layer
 
 
 def _thumb(site: Site, model: Model, res: PassResult, row: int) -> str:
@@ -74,11 +67,10 @@ def _thumb(site: Site, model: Model, res: PassResult, row: int) -> str:
     return rel
 
 
-def dataset_pages(ctx: ReportContext, name: str) -> list[Page]:
-    res, layer = _pass(ctx, name)
+def dataset_pages(ctx: ReportContext, name: str, res: PassResult, layer: str) -> list[Page]:
     coll, model, site = res.collection, ctx.model, ctx.site
     dep = [res.cache_dir.name]
-    labels, names, by = _labels(res, ctx)
+    labels, names, by = colour_classes(res, model)
     n = len(coll)
     sections: list[Section] = []
 
@@ -230,10 +222,9 @@ def _embed_stats(feats: np.ndarray, method: str, labels: list[int] | None) -> di
     }
 
 
-def unit_patches(ctx: ReportContext, name: str, layer: str, units: Sequence[int]) -> dict[int, list[Figure]]:
-    if len(ctx.shape(layer)) != 3:
-        return {}
-    res, _ = _pass(ctx, name)
+def unit_patches(
+    ctx: ReportContext, name: str, res: PassResult, layer: str, units: Sequence[int]
+) -> dict[int, list[Figure]]:
     if layer not in res.layers:
         return {}
     k = min(PATCHES, len(res.collection))
