@@ -152,7 +152,9 @@ class Probe:
 
     On entry the model is put in eval mode, parameters stop requiring gradients (only input
     gradients are needed), and inplace activations become out-of-place so captured tensors
-    are not overwritten. Everything is restored on exit, also when an exception passes.
+    are not overwritten. With `reduce`, each output is replaced at once by `reduce(output)`
+    (e.g. pooled statistics) and inplace activations stay as they are. Everything is
+    restored on exit, also when an exception passes.
     """
 
     def __init__(
@@ -162,18 +164,20 @@ class Probe:
         guided: bool = False,
         param_grads: bool = False,
         backward_rule: str | None = None,
+        reduce: Callable[[torch.Tensor], Any] | None = None,
     ) -> None:
         self.net = net
+        self.reduce = reduce
         self.layers = list(layers)
         self.modules = {name: resolve_layer(net, name) for name in self.layers}
         self.rule = "guided" if guided else backward_rule
         if self.rule is not None and self.rule not in BACKWARD_RULES:
             raise ValueError(f"unknown backward rule {self.rule!r}")
         self.param_grads = param_grads
-        self.outputs: dict[str, torch.Tensor] = {}
+        self.outputs: dict[str, Any] = {}  # tensors, or what `reduce` made of them
         self._undo: list[Callable[[], None]] = []
 
-    def __getitem__(self, name: str) -> torch.Tensor:
+    def __getitem__(self, name: str) -> Any:
         if name not in self.outputs:
             raise LayerError(f"layer {name!r} did not run in the forward pass")
         return self.outputs[name]
@@ -182,7 +186,7 @@ class Probe:
         def hook(module: nn.Module, inputs: Any, output: Any) -> None:
             if isinstance(output, (tuple, list)):
                 output = output[0]
-            self.outputs[name] = output
+            self.outputs[name] = output if self.reduce is None else self.reduce(output)
 
         return hook
 
@@ -196,7 +200,8 @@ class Probe:
                 for p, _ in flags:
                     p.requires_grad_(False)
                 self._undo.append(lambda: [p.requires_grad_(f) for p, f in flags])
-            inplace = [m for m in self.net.modules() if getattr(m, "inplace", None) is True]
+            # a reduced output is taken before anything downstream runs: inplace ops may stay
+            inplace = [m for m in self.net.modules() if getattr(m, "inplace", None) is True and self.reduce is None]
             for m in inplace:
                 m.inplace = False
             self._undo.append(lambda: [setattr(m, "inplace", True) for m in inplace])

@@ -36,7 +36,7 @@ from torch.utils.data import Dataset as TorchDataset
 from ..errors import ArgumentError, ImageError, VisionlensError
 from ..io import atomic_file
 from ..models import Model, as_model
-from ..probe import resolve_layer, trace
+from ..probe import Probe, resolve_layer, trace
 from .sources import Collection, open_dataset
 
 FORMAT = 1
@@ -371,7 +371,8 @@ def _run(
     # interruption anywhere leaves a consistent pair to checkpoint
     ck = (tops, state)
     try:
-        with _Reducing(model.net, layers, pool) as reduced, torch.inference_mode():
+        reducing = Probe(model.net, layers, reduce=lambda out: _reduce(out, pool))
+        with reducing as reduced, torch.inference_mode():
             for x, idx, errors in loader:
                 start = int(idx[0])
                 x = x.to(model.device, non_blocking=True)
@@ -416,37 +417,6 @@ def _run(
             f.close()
     tops, state = ck
     return _finish(model, coll, layers, shapes, pool, folder, tops, state, list(files))
-
-
-class _Reducing:
-    """Hooks that reduce each named layer's output the moment it is produced, so nothing
-    downstream (an inplace activation, say) can change it, no full activation outlives its
-    layer, and the model runs exactly as it is (inplace ops stay inplace). Eval mode inside;
-    the training flag and the hooks are restored on exit."""
-
-    def __init__(self, net: torch.nn.Module, layers: list[str], pool: str) -> None:
-        self.net, self.layers, self.pool = net, layers, pool
-        self.out: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = {}
-        self.handles: list[Any] = []
-
-    def __getitem__(self, name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        return self.out[name]
-
-    def __enter__(self) -> _Reducing:
-        self.training = self.net.training
-        self.net.eval()
-        for name in self.layers:
-
-            def hook(m: torch.nn.Module, i: Any, o: Any, name: str = name) -> None:
-                self.out[name] = _reduce(o[0] if isinstance(o, (tuple, list)) else o, self.pool)
-
-            self.handles.append(resolve_layer(self.net, name).register_forward_hook(hook))
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for h in self.handles:
-            h.remove()
-        self.net.train(self.training)
 
 
 def _pooled_dim(shape: tuple[int, ...]) -> int:
