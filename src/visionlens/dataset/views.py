@@ -82,7 +82,7 @@ def knn(
         keep[keep.all(1), -1] = False
         idx = idx[keep].reshape(len(q), k)
         sims = sims[keep].reshape(len(q), k)
-    return (1.0 - sims).astype(np.float32), idx.astype(np.int64)
+    return np.maximum(1.0 - sims, 0.0).astype(np.float32), idx.astype(np.int64)  # no -0.00 from rounding
 
 
 @dataclass
