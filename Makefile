@@ -1,6 +1,8 @@
 # The two set-up commands: `make demo` and `make test`. Each creates .venv when missing.
 # `make demo` writes the HTML report of the bundled model on the bundled images into demo/;
 # `make gallery` writes one picture per technique into docs/gallery.
+# `make test` runs ruff and the whole suite (as CI does); `make test-fast` leaves out the tests
+# marked slow (over about 5 s each on 2 CPU cores).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -8,7 +10,7 @@ VL := $(VENV)/bin/visionlens
 STAMP := $(VENV)/.installed
 DEMO := demo
 
-.PHONY: demo gallery test bench clean chromium
+.PHONY: demo gallery test test-fast bench clean chromium
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -65,6 +67,10 @@ chromium:
 test: $(STAMP) chromium
 	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m pytest
+
+test-fast: $(STAMP) chromium
+	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m pytest -m "not slow"
 
 bench: $(STAMP)
 	$(PY) -m pip install -q -e ".[bench]"

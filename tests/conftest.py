@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
@@ -8,6 +10,21 @@ import torch.nn.functional as F
 from torch import nn
 
 import visionlens as vl
+
+# The browser tests drive Debian's chromium (`make chromium`): Playwright's own download does not work here.
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+needs_chromium = pytest.mark.skipif(
+    not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed (make test installs it)"
+)
 
 
 class ReLUNet(nn.Module):
@@ -75,6 +92,17 @@ def chelsea(bundled: vl.Model) -> torch.Tensor:
 def images() -> torch.Tensor:
     torch.manual_seed(1)
     return torch.randn(2, 3, 32, 32)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    """Headless Chromium for one module's tests. Module scope, not session: a second
+    sync_playwright() may not start while one is running (tests that open their own)."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
 
 
 @pytest.fixture(scope="session", autouse=True)

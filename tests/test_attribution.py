@@ -11,6 +11,7 @@ from torch import nn
 
 import visionlens as vl
 from visionlens.errors import ArgumentError, LayerError, TargetError
+from visionlens.layers import last_spatial_layer
 
 from .conftest import FunctionalNet, ReLUNet, seeded
 
@@ -188,7 +189,7 @@ def test_saliency_randomization_sanity_check(bundled: vl.Model, chelsea: torch.T
 
 
 def test_gradcam_layers_and_targets(bundled: vl.Model, chelsea: torch.Tensor) -> None:
-    assert vl.attribution.last_spatial_layer(bundled) == "bn2"
+    assert last_spatial_layer(bundled) == "bn2"
     cam = vl.gradcam(bundled, chelsea, "tiger cat", layer="blocks.5")
     assert cam.shape == (1, 224, 224) and float(cam.max()) > 0
     with pytest.raises(LayerError, match="not a spatial"):

@@ -96,9 +96,9 @@ def test_malicious_pickle_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyP
     marker = tmp_path / "pwned"
     monkeypatch.setenv("VL_PWNED", str(marker))
     torch.save({"model": _Evil()}, tmp_path / "evil.pt")
-    with pytest.raises(ModelError, match="--trust-checkpoint"):
+    with pytest.raises(ModelError, match="`trust_checkpoint`"):
         vl.load_model(str(tmp_path / "evil.pt"))
-    with pytest.raises(ModelError, match="--trust-checkpoint"):
+    with pytest.raises(ModelError, match="`trust_checkpoint`"):
         vl.load_model("timm:resnet10t", weights=tmp_path / "evil.pt")
     assert not marker.exists()
 
@@ -106,7 +106,7 @@ def test_malicious_pickle_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyP
 def test_whole_model_pickle_needs_trust(tmp_path: Path) -> None:
     net = seeded(ReLUNet())
     torch.save(net, tmp_path / "whole.pt")
-    with pytest.raises(ModelError, match="--trust-checkpoint"):
+    with pytest.raises(ModelError, match="`trust_checkpoint`"):
         vl.load_model(str(tmp_path / "whole.pt"))
     model = vl.load_model(str(tmp_path / "whole.pt"), trust_checkpoint=True)
     x = torch.randn(1, 3, 32, 32)

@@ -6,7 +6,8 @@ from torch import nn
 
 import visionlens as vl
 from visionlens.errors import LayerError
-from visionlens.probe import Probe, forward_until, resume_from, trace
+from visionlens.probe import Probe
+from visionlens.tracing import forward_until, resume_from, trace
 
 from .conftest import ReLUNet, seeded
 
@@ -20,7 +21,7 @@ def test_probe_restores_model_even_on_error() -> None:
     net = seeded(ReLUNet(inplace=True)).train()
     net.fc.weight.requires_grad_(False)
     before = [p.requires_grad for p in net.parameters()]
-    with pytest.raises(RuntimeError, match="boom"), Probe(net, ["features.1"], guided=True):
+    with pytest.raises(RuntimeError, match="boom"), Probe(net, ["features.1"], backward_rule="guided"):
         assert not net.training and net.features[1].inplace is False
         raise RuntimeError("boom")
     assert net.training

@@ -8,6 +8,7 @@ from torch import nn
 import visionlens as vl
 from visionlens.errors import ArgumentError, LayerError, TargetError
 from visionlens.images import image_tensor
+from visionlens.layers import layer_channels
 from visionlens.synthesis import objectives as O
 from visionlens.synthesis import synthesize
 from visionlens.synthesis.param import _COLOUR_SQRT, FourierImage, PixelImage, colour_correlation_sqrt
@@ -15,7 +16,6 @@ from visionlens.synthesis.recipes import (
     features,
     gram_matrix,
     invert,
-    layer_channels,
     style_transfer,
     texture,
     visualize,

@@ -10,10 +10,13 @@ from .attribution import (
     smoothgrad,
 )
 from .errors import VisionlensError
+from .fields import receptive_fields
 from .images import load_image, sample_image, sample_names
-from .layers import activations, classify, filters, layer_table
-from .models import Model, Preprocessing, as_model, load_model
-from .probe import Probe, receptive_fields, resolve_layer
+from .inspection import activations, classify, filters
+from .layers import layer_table
+from .loading import load_model
+from .models import Model, Preprocessing, as_model
+from .probe import Probe, resolve_layer
 
 __version__ = "0.1.0"
 __all__ = [

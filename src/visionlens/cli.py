@@ -60,7 +60,7 @@ ImageArg = Annotated[str, typer.Argument(help="image file, or a bundled sample n
 def _load(model: str, weights: Path | None, trust: bool, device: str | None):  # type: ignore[no-untyped-def]
     import torch
 
-    from .models import load_model
+    from .loading import load_model
 
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -123,7 +123,7 @@ def classify(
     device: DeviceOpt = None,
 ) -> None:
     """Top-k predicted classes with probabilities."""
-    from .layers import classify as top_k
+    from .inspection import classify as top_k
 
     m = _load(model, weights, trust_checkpoint, device)
     x = m.prepare(images)
@@ -149,8 +149,8 @@ def activations(
 ) -> None:
     """A layer's feature maps as a grid, beside the input."""
     from . import render
-    from .layers import activations as acts_of
-    from .layers import strongest_channels
+    from .inspection import activations as acts_of
+    from .inspection import strongest_channels
 
     m = _load(model, weights, trust_checkpoint, device)
     path = _out_path(output, image, f"activations-{layer}")
@@ -197,7 +197,7 @@ def filters(
 ) -> None:
     """A convolution's weights as a grid of filters."""
     from . import render
-    from .layers import filters as weights_of
+    from .inspection import filters as weights_of
     from .layers import first_conv
 
     m = _load(model, weights, trust_checkpoint, device)
@@ -249,13 +249,14 @@ def saliency(
     """Where the network looks: gradient, SmoothGrad, guided backprop, Grad-CAM, guided Grad-CAM."""
     from . import attribution as A
     from . import render
-    from .layers import classify as top_k
+    from .inspection import classify as top_k
+    from .layers import last_spatial_layer
 
     m = _load(model, weights, trust_checkpoint, device)
     path = _out_path(output, image, f"saliency-{method.value}")
     x = m.prepare(image)
     if method is SaliencyMethod.gradcam and layer is None:
-        layer = A.last_spatial_layer(m, x.shape[-1])
+        layer = last_spatial_layer(m, x.shape[-1])
     tgt = m.class_index(target) if target is not None else int(top_k(m, x, 1)[1][0, 0])
     img = render.hwc(m.to_image(x)[0])
     if method is SaliencyMethod.gradient:
@@ -311,7 +312,7 @@ def occlusion(
     """How much the target's probability drops when each window of the image is covered."""
     from . import attribution as A
     from . import render
-    from .layers import classify as top_k
+    from .inspection import classify as top_k
 
     m = _load(model, weights, trust_checkpoint, device)
     path = _out_path(output, image, "occlusion")

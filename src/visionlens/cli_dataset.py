@@ -37,8 +37,8 @@ def _png(output: Path | None, default: str) -> Path:
 
 
 def _prepare(dataset, model, weights, trust, device, layer, pool, batch_size, workers, cache, topk=16, predict=False):  # type: ignore[no-untyped-def]
-    from .attribution.guided import last_spatial_layer
     from .dataset import open_dataset, run_pass
+    from .layers import last_spatial_layer
 
     coll = open_dataset(dataset)  # before the model: a bad dataset fails fast
     m = _load(model, weights, trust, device)

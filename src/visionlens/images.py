@@ -42,8 +42,9 @@ def _sklearn(name: str) -> Callable[[], np.ndarray]:
 def _grace_hopper() -> np.ndarray:
     import matplotlib.cbook
 
-    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as f:
-        return np.asarray(Image.open(f).convert("RGB"))
+    path = matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
 
 
 # Colour photographs that ship inside installed packages: usable offline everywhere.
@@ -71,11 +72,32 @@ def _stereo_left() -> np.ndarray:
 
 
 def sample_names() -> list[str]:
+    """The names of the bundled sample photographs, sorted.
+
+    Returns:
+        Names `sample_image` and every image argument accept ('astronaut', 'brick', ...).
+
+    Example:
+        >>> "chelsea" in vl.sample_names()
+        True
+    """
     return sorted(SAMPLES)
 
 
 def sample_image(name: str) -> Image.Image:
-    """A bundled sample image by name (see `sample_names()`), as RGB."""
+    """A bundled sample image by name, as RGB. The photographs ship inside installed packages
+    (scikit-image, scikit-learn, matplotlib), so they work offline.
+
+    Args:
+        name: one of `sample_names()`.
+
+    Returns:
+        The image as an 8-bit RGB PIL image at its own size.
+
+    Example:
+        >>> vl.sample_image("chelsea").size
+        (451, 300)
+    """
     if name not in SAMPLES:
         raise ImageError(f"unknown sample image {name!r}; choose one of: {', '.join(sample_names())}")
     return to_rgb(Image.fromarray(np.asarray(SAMPLES[name]())))
@@ -100,7 +122,22 @@ def to_rgb(img: Image.Image) -> Image.Image:
 
 
 def load_image(source: str | os.PathLike[str] | Image.Image | np.ndarray) -> Image.Image:
-    """Read an image file (or the name of a bundled sample) as an upright RGB PIL image."""
+    """Read an image file (or the name of a bundled sample) as an upright RGB PIL image.
+    EXIF orientation is applied; 16-bit, float, palette and alpha images become 8-bit RGB
+    (alpha on white). A missing, empty, truncated or oversized file is an `ImageError`.
+
+    Args:
+        source: a file path, a bundled sample name, a PIL image or an (H, W) / (H, W, 3|4)
+            uint8 array.
+
+    Returns:
+        An RGB PIL image at the file's own size (use `model.prepare` for model input).
+
+    Example:
+        >>> img = vl.load_image("coffee")
+        >>> img.mode, img.size
+        ('RGB', (600, 400))
+    """
     if isinstance(source, Image.Image):
         return to_rgb(source)
     if isinstance(source, np.ndarray):

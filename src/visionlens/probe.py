@@ -4,17 +4,14 @@
 route every ReLU-family activation through the guided-backprop rule. It always restores the
 model on exit: hooks removed, training flag, parameters' requires_grad and inplace flags.
 
-Also here: resolving layer names, running a network up to (or on from) a layer, and measuring
-receptive fields.
+Also here: resolving dotted layer names. Running a network up to (or on from) a layer lives in
+`tracing`, receptive fields in `fields`, structural queries (default layers) in `layers`.
 """
 
 from __future__ import annotations
 
-import copy
-import difflib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -22,20 +19,34 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from .errors import LayerError
+from .errors import LayerError, closest
 
 
 def layer_names(net: nn.Module) -> list[str]:
+    """Every submodule's dotted name, in module order (the root, named "", left out)."""
     return [n for n, _ in net.named_modules() if n]
 
 
 def resolve_layer(net: nn.Module, name: str) -> nn.Module:
-    """The submodule with this dotted name, or a LayerError naming the closest valid ones."""
+    """The submodule with this dotted name, or a LayerError naming the closest valid ones.
+
+    Args:
+        net: the network.
+        name: PyTorch's own dotted module name, as `net.named_modules()` gives it.
+
+    Returns:
+        The submodule. A name that does not exist is a `LayerError` naming the closest ones.
+
+    Example:
+        >>> net = vl.load_model().net
+        >>> type(vl.resolve_layer(net, "blocks.3.0.conv_pw")).__name__
+        'Conv2d'
+    """
     modules = dict(net.named_modules())
     if name in modules and name:
         return modules[name]
     names = layer_names(net)
-    close = difflib.get_close_matches(name, names, n=5, cutoff=0.5)
+    close = closest(name, names, n=5, cutoff=0.5)
     if not close:
         close = [n for n in names if n.startswith(name.split(".")[0])][:5] or names[:5]
     raise LayerError(f"no layer named {name!r}; closest: {', '.join(close)} (see `visionlens layers`)")
@@ -144,9 +155,9 @@ def backward_rule(name: str | None) -> Iterator[None]:
 class Probe:
     """Context manager capturing the outputs of named layers during forward passes, and
     optionally routing every ReLU-family activation through another backward rule
-    ("guided" backprop, or "redirect" for feature visualization).
+    (`backward_rule="guided"` for guided backprop, "redirect" for feature visualization).
 
-        with Probe(net, ["blocks.3"], guided=False) as probe:
+        with Probe(net, ["blocks.3"]) as probe:
             logits = net(x)
             act = probe["blocks.3"]          # part of the autograd graph
 
@@ -155,13 +166,30 @@ class Probe:
     are not overwritten. With `reduce`, each output is replaced at once by `reduce(output)`
     (e.g. pooled statistics) and inplace activations stay as they are. Everything is
     restored on exit, also when an exception passes.
+
+    Args:
+        net: the network (a `Model`'s `.net`).
+        layers: dotted names of the layers whose outputs to capture; `probe[name]` gives the
+            output of the last forward pass (the first element when a layer returns a tuple).
+        param_grads: leave parameters requiring gradients (default: frozen while inside).
+        backward_rule: None, "guided" (guided backprop) or "redirect" (redirected ReLU).
+        reduce: applied to each captured output at once (e.g. pooling to (B, C)); what it
+            returns is stored instead of the output.
+
+    Example:
+        >>> model = vl.load_model()
+        >>> with vl.Probe(model.net, ["blocks.3"]) as probe:
+        ...     logits = model.net(model.prepare("chelsea"))
+        ...     act = probe["blocks.3"]
+        >>> act.shape
+        torch.Size([1, 80, 14, 14])
     """
 
     def __init__(
         self,
         net: nn.Module,
         layers: Sequence[str] = (),
-        guided: bool = False,
+        *,
         param_grads: bool = False,
         backward_rule: str | None = None,
         reduce: Callable[[torch.Tensor], Any] | None = None,
@@ -170,12 +198,12 @@ class Probe:
         self.reduce = reduce
         self.layers = list(layers)
         self.modules = {name: resolve_layer(net, name) for name in self.layers}
-        self.rule = "guided" if guided else backward_rule
+        self.rule = backward_rule
         if self.rule is not None and self.rule not in BACKWARD_RULES:
             raise ValueError(f"unknown backward rule {self.rule!r}")
         self.param_grads = param_grads
         self.outputs: dict[str, Any] = {}  # tensors, or what `reduce` made of them
-        self._undo: list[Callable[[], None]] = []
+        self._undo: list[Callable[[], object]] = []  # run last-first on exit; results ignored
 
     def __getitem__(self, name: str) -> Any:
         if name not in self.outputs:
@@ -202,9 +230,8 @@ class Probe:
                 self._undo.append(lambda: [p.requires_grad_(f) for p, f in flags])
             # a reduced output is taken before anything downstream runs: inplace ops may stay
             inplace = [m for m in self.net.modules() if getattr(m, "inplace", None) is True and self.reduce is None]
-            for m in inplace:
-                m.inplace = False
-            self._undo.append(lambda: [setattr(m, "inplace", True) for m in inplace])
+            _set_inplace(inplace, False)
+            self._undo.append(lambda: _set_inplace(inplace, True))
             for name, module in self.modules.items():
                 handle = module.register_forward_hook(self._hook(name))
                 self._undo.append(handle.remove)
@@ -225,205 +252,7 @@ class Probe:
         self._restore()
 
 
-# ---------------------------------------------------------------- partial forward passes
-
-
-class _Stop(Exception):
-    def __init__(self, value: torch.Tensor) -> None:
-        self.value = value
-
-
-def _first(output: Any) -> Any:
-    return output[0] if isinstance(output, (tuple, list)) else output
-
-
-def forward_until(net: nn.Module, x: torch.Tensor, layer: str) -> torch.Tensor:
-    """Run `net` on `x` only as far as `layer` and return that layer's output."""
-    module = resolve_layer(net, layer)
-
-    def stop(m: nn.Module, i: Any, o: Any) -> None:
-        raise _Stop(_first(o))
-
-    handle = module.register_forward_hook(stop)
-    try:
-        net(x)
-    except _Stop as s:
-        return s.value
-    finally:
-        handle.remove()
-    raise LayerError(f"layer {layer!r} did not run in the forward pass")
-
-
-@dataclass
-class Trace:
-    """What one dry-run forward saw of each module: call order and output shape."""
-
-    order: list[str]
-    shapes: dict[str, tuple[int, ...]]
-    calls: dict[str, int]
-    start: dict[str, int]
-    end: dict[str, int]
-
-
-def trace(net: nn.Module, x: torch.Tensor) -> Trace:
-    """One forward pass recording, for every named module, when it started and ended and its
-    output shape (batch dimension dropped)."""
-    counter = [0]
-    t = Trace([], {}, {}, {}, {})
-    handles = []
-    for name, m in net.named_modules():
-        if not name:
-            continue
-
-        def pre(mod: nn.Module, inp: Any, name: str = name) -> None:
-            counter[0] += 1
-            t.start.setdefault(name, counter[0])
-            t.calls[name] = t.calls.get(name, 0) + 1
-
-        def post(mod: nn.Module, inp: Any, out: Any, name: str = name) -> None:
-            counter[0] += 1
-            t.end[name] = counter[0]
-            o = _first(out)
-            if isinstance(o, torch.Tensor):
-                t.shapes.setdefault(name, tuple(o.shape[1:]))
-            if name not in t.order:
-                t.order.append(name)
-
-        handles += [m.register_forward_pre_hook(pre), m.register_forward_hook(post)]
-    try:
-        with torch.inference_mode():
-            net(x)
-    finally:
-        for h in handles:
-            h.remove()
-    return t
-
-
-@contextmanager
-def resume_from(net: nn.Module, tr: Trace, layer: str, value: torch.Tensor) -> Iterator[None]:
-    """Within this context a forward pass skips everything that ran before `layer` (and
-    `layer` itself) and continues from `value` as that layer's output.
-
-    The skipped modules return uninitialised tensors of their recorded shapes, which is
-    exact when `layer`'s output is the only value the rest of the network reads (a cut
-    between two blocks of a sequential stage). Callers verify that on a sample.
-    """
-    cut_start = tr.start[layer]
-    batch = value.shape[0]
-    names = [n for n in tr.order if tr.end[n] < cut_start and tr.calls.get(n) == 1]
-    # only the outermost finished modules need stubbing
-    stubs = [n for n in names if not any(n.startswith(p + ".") for p in names)]
-    modules = dict(net.named_modules())
-    patched: list[tuple[nn.Module, Any]] = []  # (module, its own forward attribute if any)
-
-    def empty(shape: tuple[int, ...]) -> Callable[..., torch.Tensor]:
-        return lambda *a, **k: value.new_empty((batch, *shape))
-
-    try:
-        for n in stubs:
-            if n in tr.shapes:
-                patched.append((modules[n], modules[n].__dict__.get("forward")))
-                modules[n].forward = empty(tr.shapes[n])  # type: ignore[method-assign]
-        patched.append((modules[layer], modules[layer].__dict__.get("forward")))
-        modules[layer].forward = lambda *a, **k: value  # type: ignore[method-assign]
-        yield
-    finally:
-        for m, own in reversed(patched):
-            if own is None:
-                del m.forward
-            else:
-                m.forward = own  # type: ignore[method-assign]
-
-
-# ---------------------------------------------------------------- receptive fields
-
-
-@dataclass(frozen=True)
-class ReceptiveField:
-    """Output position j of a layer sees input pixels [j*stride - offset, j*stride - offset + size)
-    along each axis (rows, then columns)."""
-
-    size: tuple[int, int]
-    stride: tuple[int, int]
-    offset: tuple[int, int]
-    clipped: bool = False  # the field reached the input border: size is a lower bound
-
-    def span(self, j: int, axis: int) -> tuple[int, int]:
-        lo = j * self.stride[axis] - self.offset[axis]
-        return lo, lo + self.size[axis]
-
-
-def _positive_copy(net: nn.Module) -> nn.Module:
-    """A float64 copy whose every path carries a positive signal, so that an output's input
-    gradient is non-zero exactly on its receptive field: weights become 1/fan-in, biases 0,
-    batch norms the identity, max pooling average pooling."""
-    pos = copy.deepcopy(net).float().eval()
-    with torch.no_grad():
-        for name, p in pos.named_parameters():
-            if p.dim() >= 2:
-                p.fill_(1.0 / max(1, p[0].numel()))
-            else:
-                p.fill_(0.0 if name.endswith("bias") else 1.0)
-        for name, b in pos.named_buffers():
-            if name.endswith("running_mean"):
-                b.zero_()
-            elif name.endswith("running_var"):
-                b.fill_(1.0)
-    for parent in pos.modules():
-        for cname, child in parent.named_children():
-            if isinstance(child, nn.MaxPool2d):
-                setattr(
-                    parent,
-                    cname,
-                    nn.AvgPool2d(child.kernel_size, child.stride, child.padding, ceil_mode=child.ceil_mode),
-                )
-            elif isinstance(child, nn.AdaptiveMaxPool2d):
-                setattr(parent, cname, nn.AdaptiveAvgPool2d(child.output_size))
-    for p in pos.parameters():
-        p.requires_grad_(False)
-    return pos
-
-
-def receptive_fields(
-    net: nn.Module, input_size: int | tuple[int, int], layers: Sequence[str]
-) -> dict[str, ReceptiveField]:
-    """Receptive field of each named layer with a spatial (N, C, H, W) output, measured by
-    backpropagating from one output position of a positive copy of the network."""
-    h, w = (input_size, input_size) if isinstance(input_size, int) else input_size
-    with torch.inference_mode(False):
-        return _receptive_fields(_positive_copy(net), h, w, layers)
-
-
-def _receptive_fields(pos: nn.Module, h: int, w: int, layers: Sequence[str]) -> dict[str, ReceptiveField]:
-    # small inputs keep residual sums far from saturating activations such as ReLU6
-    x = torch.full((1, 3, h, w), 1e-3, dtype=torch.float32, requires_grad=True)
-    with Probe(pos, layers) as probe, torch.enable_grad():
-        try:
-            pos(x)
-        except Exception:  # noqa: BLE001 - a model the copy cannot run simply has no fields
-            return {}
-        outs = dict(probe.outputs)
-    fields: dict[str, ReceptiveField] = {}
-    for name in layers:
-        o = outs.get(name)
-        if not isinstance(o, torch.Tensor) or o.dim() != 4 or not o.requires_grad:
-            continue
-        oh, ow = o.shape[-2:]
-        if oh < 2 or ow < 2:
-            continue
-        y0, x0 = oh // 2, ow // 2
-        (g,) = torch.autograd.grad(o[0, :, y0, x0].sum(), x, retain_graph=True)
-        nz = g[0].abs().sum(0) > 0
-        rows = torch.nonzero(nz.any(1)).flatten()
-        cols = torch.nonzero(nz.any(0)).flatten()
-        if rows.numel() == 0:
-            continue
-        r0, r1, c0, c1 = int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
-        sy, sx = max(1, round(h / oh)), max(1, round(w / ow))
-        fields[name] = ReceptiveField(
-            size=(r1 - r0 + 1, c1 - c0 + 1),
-            stride=(sy, sx),
-            offset=(y0 * sy - r0, x0 * sx - c0),
-            clipped=r0 == 0 or c0 == 0 or r1 == h - 1 or c1 == w - 1,
-        )
-    return fields
+def _set_inplace(modules: Sequence[nn.Module], value: bool) -> None:
+    # setattr: nn.Module's typed __setattr__ admits only tensors and modules
+    for m in modules:
+        setattr(m, "inplace", value)  # noqa: B010

@@ -92,6 +92,16 @@ def upscale(a: np.ndarray, size: int) -> np.ndarray:
     return a.repeat(f, 0).repeat(f, 1)
 
 
+def thumbnail(image: np.ndarray, size: int) -> np.ndarray:
+    """An (H, W, 3) image in [0, 1] resized to size x size: nearest-neighbour for images
+    under 64 px (8x8 digits stay crisp), bicubic otherwise."""
+    from PIL import Image
+
+    img = Image.fromarray((np.clip(image, 0, 1) * 255).astype(np.uint8))
+    method = Image.Resampling.NEAREST if max(img.size) < 64 else Image.Resampling.BICUBIC
+    return np.asarray(img.resize((size, size), method), np.float32) / 255.0
+
+
 def filter_tiles(weights: Any) -> list[np.ndarray]:
     """Conv weights (O, I, kh, kw) to one tile per output channel: RGB for first-layer filters
     (each normalized on its own), a blue/red kernel (mean over inputs) for deeper ones."""

@@ -1,7 +1,7 @@
 """Attribution: which input pixels matter for a class score. One calling convention:
 `method(model, images, target=None, **options) -> tensor`."""
 
-from .guided import gradcam, guided_backprop, guided_gradcam, last_spatial_layer
+from .guided import gradcam, guided_backprop, guided_gradcam
 from .occlusion import occlusion, occlusion_windows
 from .saliency import saliency, smoothgrad
 
@@ -13,5 +13,4 @@ __all__ = [
     "guided_gradcam",
     "occlusion",
     "occlusion_windows",
-    "last_spatial_layer",
 ]

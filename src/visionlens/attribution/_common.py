@@ -26,10 +26,7 @@ def resolve_targets(model: Model, logits: torch.Tensor, target: Target) -> torch
         target = [target] * batch
     if len(target) != batch:
         raise TargetError(f"{len(target)} targets for a batch of {batch} images; give one per image")
-    idx = [model.class_index(t) for t in target]
-    for i in idx:
-        if not 0 <= i < n:
-            raise TargetError(f"target class {i} is out of range: the model has {n} classes (0-{n - 1})")
+    idx = [model.class_index(t, n) for t in target]
     return torch.tensor(idx, device=logits.device)
 
 
@@ -44,7 +41,7 @@ def input_gradient(
     x: torch.Tensor,
     target: Target = None,
     softmax: bool = False,
-    guided: bool = False,
+    backward_rule: str | None = None,
     layers: Sequence[str] = (),
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
     """d score / d input for a batch, in one forward and one backward pass.
@@ -55,7 +52,7 @@ def input_gradient(
     # gradients must flow even when called from inside no_grad / inference_mode
     with torch.inference_mode(False), torch.enable_grad():
         x = x.detach().clone().to(model.device).requires_grad_(True)
-        with Probe(model.net, layers, guided=guided) as probe:
+        with Probe(model.net, layers, backward_rule=backward_rule) as probe:
             logits = model.net(x)
             targets = resolve_targets(model, logits.detach(), target)
             s = score(logits, targets, softmax).sum()

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import LayerError
+from ..layers import last_spatial_layer
 from ..models import Model, as_model
-from ..probe import trace
 from ._common import Target, input_gradient
 
 
@@ -18,29 +18,8 @@ def guided_backprop(
     """(B, 3, H, W): the input gradient with every ReLU / ReLU6 (module or functional, inplace
     or not) passing gradient only where its input is in the open range and the gradient is
     positive. The model itself is not modified."""
-    grad, _, _ = input_gradient(model, x, target, softmax, guided=True)
+    grad, _, _ = input_gradient(model, x, target, softmax, backward_rule="guided")
     return grad
-
-
-def last_spatial_layer(model: Model | torch.nn.Module, input_size: int = 224) -> str:
-    """The last module, in execution order, whose output is a (N, C, H, W) map with H, W > 1
-    (the innermost one, when a Sequential just passes its last child's output on)."""
-    net = as_model(model).net
-    p = next(net.parameters(), None)
-    x = torch.zeros(1, 3, input_size, input_size, device=p.device if p is not None else "cpu")
-    tr = trace(net, x)
-    spatial = [n for n in tr.order if len(tr.shapes.get(n, ())) == 3 and min(tr.shapes[n][1:]) > 1]
-    if not spatial:
-        raise LayerError("the model has no layer with a spatial (C, H, W) output")
-    best = max(spatial, key=lambda n: tr.end[n])
-    # a Sequential ends right after its last child with the same output: name the child
-    modules = dict(net.named_modules())
-    while isinstance(modules[best], torch.nn.Sequential):
-        child = [n for n in spatial if n.startswith(best + ".") and tr.end[n] == tr.end[best] - 1]
-        if not child or tr.shapes[child[0]] != tr.shapes[best]:
-            break
-        best = child[0]
-    return best
 
 
 def gradcam(

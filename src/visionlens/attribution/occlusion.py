@@ -19,8 +19,9 @@ from torch import nn
 from torchvision.transforms.functional import gaussian_blur
 
 from ..errors import ArgumentError
+from ..fields import ReceptiveField, receptive_fields
 from ..models import Model, as_model
-from ..probe import ReceptiveField, Trace, forward_until, receptive_fields, resume_from, trace
+from ..tracing import Trace, forward_until, resume_from, trace
 from ._common import Target, resolve_targets, score
 
 Window = tuple[int, int, int, int]  # rows [y0, y1), cols [x0, x1)
@@ -259,9 +260,9 @@ def occlusion_windows(
     x = x.to(model.device)
     h, w = x.shape[-2:]
     if window < 1 or stride < 1:
-        raise ArgumentError("--window and --stride must be positive")
+        raise ArgumentError("`window` and `stride` must be positive")
     if window > min(h, w):
-        raise ArgumentError(f"window {window} px is larger than the {h}x{w} input; use a smaller --window")
+        raise ArgumentError(f"window {window} px is larger than the {h}x{w} input; use a smaller `window`")
     ys, xs = window_starts(h, window, stride), window_starts(w, window, stride)
     wins = [(y, min(y + window, h), x0, min(x0 + window, w)) for y in ys for x0 in xs]
     base = make_baseline(x, baseline)

@@ -17,7 +17,6 @@ resumed from its last checkpoint and ends identical to an uninterrupted pass.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -34,15 +33,18 @@ from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
 from ..errors import ArgumentError, ImageError, VisionlensError
-from ..io import atomic_file
+from ..io import atomic_file, fingerprint, model_fingerprint
 from ..models import Model, as_model
-from ..probe import Probe, resolve_layer, trace
+from ..probe import Probe, resolve_layer
+from ..progress import Progress
+from ..tracing import trace
 from .sources import Collection, open_dataset
 
 FORMAT = 1
 PIXELS = "pixels"  # pseudo-layer: the model input average-pooled to at most 16 x 16
 PREDICTIONS = "predictions"  # pseudo-layer: (top-1 class, its probability) per image
 _CHECKPOINT_SECONDS = 2.0
+_Tops = dict[str, dict[str, np.ndarray]]  # running top-k per layer: values, rows, positions
 
 
 class CacheError(VisionlensError):
@@ -208,19 +210,10 @@ def _reduce(act: torch.Tensor, pool: str) -> tuple[torch.Tensor, torch.Tensor, t
 # ---------------------------------------------------------------- the pass
 
 
-def _model_fingerprint(model: Model) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    h.update(type(model.net).__name__.encode())
-    for name, t in [*model.net.state_dict().items()]:
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
-
-
 def cache_key(model: Model, coll: Collection, layers: Sequence[str], pool: str, topk: int, predict: bool) -> str:
     desc = {
         "format": FORMAT,
-        "model": _model_fingerprint(model),
+        "model": model_fingerprint(model.net),
         "preprocessing": repr(model.preprocessing),
         "dataset": coll.fingerprint,
         "n": len(coll),
@@ -229,7 +222,7 @@ def cache_key(model: Model, coll: Collection, layers: Sequence[str], pool: str, 
         "topk": topk,
         "predict": predict,
     }
-    return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:20]
+    return fingerprint(desc)[:20]
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -237,16 +230,12 @@ def _write_json(path: Path, obj: Any) -> None:
         json.dump(obj, f)
 
 
-def _checkpoint(
-    folder: Path,
-    layers: list[str],
-    shapes: dict[str, tuple[int, ...]],
-    tops: dict[str, dict[str, np.ndarray]],
-    state: dict[str, Any],
-) -> None:
-    for name in layers:
-        _write_top(folder / f"top-{_safe(name)}.partial.npz", tops[name], len(shapes[name]) == 3)
-    _write_json(folder / "state.json", state)
+def _checkpoint(job: _Job, tops: _Tops, state: dict[str, Any]) -> None:
+    """Save the running top-k and the progress, each atomically (the row files are already
+    written in place up to `state["done"]`)."""
+    for name in job.layers:
+        _write_top(job.folder / f"top-{_safe(name)}.partial.npz", tops[name], len(job.shapes[name]) == 3)
+    _write_json(job.folder / "state.json", state)
 
 
 def _write_top(path: Path, state: dict[str, np.ndarray], spatial: bool) -> None:
@@ -279,7 +268,7 @@ def run_pass(
     if not layers:
         raise ArgumentError("give at least one layer")
     if pool not in ("mean", "max"):
-        raise ArgumentError(f"--pool must be mean or max, not {pool!r}")
+        raise ArgumentError(f"`pool` must be mean or max, not {pool!r}")
     if batch_size < 1 or topk < 1:
         raise ArgumentError("batch size and top-k must be at least 1")
     for name in layers:
@@ -296,127 +285,150 @@ def run_pass(
             return _load_result(folder, coll)
         except (OSError, ValueError, KeyError):
             pass  # an unreadable finished cache is rebuilt below
+    job = _Job(model, coll, layers, pool, topk, batch_size, workers, folder, predict)
     try:
-        return _run(model, coll, layers, pool, topk, batch_size, workers, folder, predict, progress, on_batch)
+        return _run(job, progress, on_batch)
     except OSError as e:
         raise CacheError(
             f"cannot write the feature cache in {folder}: {e.strerror or e}; free some space or choose "
-            "another folder with --cache (finished caches are left intact)"
+            "another folder with `cache_dir` (finished caches are left intact)"
         ) from None
 
 
-def _shapes(model: Model, layers: list[str]) -> tuple[dict[str, tuple[int, ...]], str]:
-    size = model.preprocessing.input_size
-    x = torch.zeros(1, 3, size, size, device=model.device)
-    tr = trace(model.net, x)
-    missing = [n for n in layers if n not in tr.shapes]
-    if missing:
-        raise ArgumentError(f"layer {missing[0]!r} does not run in the model's forward pass")
-    return {n: tr.shapes[n] for n in layers}, max(layers, key=lambda n: tr.end[n])
+@dataclass
+class _Job:
+    """What one pass does, worked out once: the inputs, each layer's output shape and stored
+    width, the deepest layer (where the forward pass may stop) and the cache folder."""
+
+    model: Model
+    coll: Collection
+    layers: list[str]
+    pool: str
+    topk: int
+    batch_size: int
+    workers: int | None
+    folder: Path
+    predict: bool
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    dims: dict[str, int] = field(default_factory=dict)  # stored row width per file
+    deepest: str = ""
+    psize: int = 16  # side of the pooled pixels
+
+    def __post_init__(self) -> None:
+        size = self.model.preprocessing.input_size
+        tr = trace(self.model.net, torch.zeros(1, 3, size, size, device=self.model.device))
+        missing = [n for n in self.layers if n not in tr.shapes]
+        if missing:
+            raise ArgumentError(f"layer {missing[0]!r} does not run in the model's forward pass")
+        self.shapes = {n: tr.shapes[n] for n in self.layers}
+        self.deepest = max(self.layers, key=lambda n: tr.end[n])
+        self.psize = min(16, size)
+        self.dims = {name: _pooled_dim(shape) for name, shape in self.shapes.items()}
+        self.dims[PIXELS] = 3 * self.psize * self.psize
+        if self.predict:
+            self.dims[PREDICTIONS] = 2
 
 
-def _run(
-    model: Model,
-    coll: Collection,
-    layers: list[str],
-    pool: str,
-    topk: int,
-    batch_size: int,
-    workers: int | None,
-    folder: Path,
-    predict: bool,
-    progress: bool,
-    on_batch: Callable[[int, int], None] | None,
-) -> PassResult:
-    from ..probe import forward_until
+def _resume(job: _Job) -> tuple[_Tops, dict[str, Any], bool]:
+    """(running top-k per layer, {done, skipped}, whether a checkpoint was found) from the
+    folder's last checkpoint, or a fresh start when there is none or it is unreadable."""
+    fresh = ({name: _empty_top(job.dims[name], job.topk) for name in job.layers}, {"done": 0, "skipped": []}, False)
+    state_file = job.folder / "state.json"
+    if not state_file.is_file():
+        return fresh
+    try:
+        state = json.loads(state_file.read_text())
+        tops = {}
+        for name in job.layers:
+            with np.load(job.folder / f"top-{_safe(name)}.partial.npz") as z:
+                tops[name] = {k: z[k] for k in ("values", "rows", "positions")}
+    except (OSError, ValueError, KeyError):
+        return fresh
+    return tops, state, True
 
-    shapes, deepest = _shapes(model, layers)
-    n = len(coll)
-    size = model.preprocessing.input_size
-    psize = min(16, size)
-    dims = {name: _pooled_dim(shape) for name, shape in shapes.items()}
-    dims[PIXELS] = 3 * psize * psize
-    if predict:
-        dims[PREDICTIONS] = 2
 
-    folder.mkdir(parents=True, exist_ok=True)
-    state_file = folder / "state.json"
-    state: dict[str, Any] = {"done": 0, "skipped": []}
-    tops = {name: _empty_top(dims[name], topk) for name in layers}
-    resume = state_file.is_file()
-    if resume:
-        try:
-            state = json.loads(state_file.read_text())
-            for name in layers:
-                with np.load(folder / f"top-{_safe(name)}.partial.npz") as z:
-                    tops[name] = {k: z[k] for k in ("values", "rows", "positions")}
-        except (OSError, ValueError, KeyError):
-            resume, state = False, {"done": 0, "skipped": []}
-            tops = {name: _empty_top(dims[name], topk) for name in layers}
+def _store_batch(
+    job: _Job,
+    files: dict[str, _RowFile],
+    reduced: Probe,
+    tops: _Tops,
+    x: torch.Tensor,
+    idx: torch.Tensor,
+    ok: np.ndarray,
+) -> _Tops:
+    """Write one batch's pooled features and pixels at its rows; return the top-k with the
+    batch merged in (unreadable images never enter it)."""
+    start, rows = int(idx[0]), idx.numpy()
+    new_tops = {}
+    for name in job.layers:
+        pooled, mx, where = reduced[name]
+        files[name].write(start, pooled.cpu().numpy())
+        vals = mx.cpu().numpy().T.copy()
+        vals[:, ~ok] = -np.inf
+        if where is not None:
+            w = job.shapes[name][2]
+            wh = where.cpu().numpy().T
+            pos = np.stack([wh // w, wh % w], -1)
+        else:
+            pos = np.full((*vals.shape, 2), -1, np.int64)
+        new_tops[name] = _merged(tops[name], vals, np.broadcast_to(rows, vals.shape), pos)
+    files[PIXELS].write(start, F.adaptive_avg_pool2d(x.float(), job.psize).flatten(1).cpu().numpy())
+    return new_tops
+
+
+def _run(job: _Job, progress: bool, on_batch: Callable[[int, int], None] | None) -> PassResult:
+    from ..tracing import forward_until
+
+    model, coll, n = job.model, job.coll, len(job.coll)
+    job.folder.mkdir(parents=True, exist_ok=True)
+    tops, state, resumed = _resume(job)
     files = {
-        name: _RowFile(folder / (_feature_file(name) + ".partial"), n, dims[name], create=not resume) for name in dims
+        name: _RowFile(job.folder / (_feature_file(name) + ".partial"), n, dim, create=not resumed)
+        for name, dim in job.dims.items()
     }
-
-    nworkers = _workers(workers, coll, batch_size)
     loader = DataLoader(
         _Images(coll, model, state["done"]),
-        batch_size=batch_size,
-        num_workers=nworkers,
+        batch_size=job.batch_size,
+        num_workers=_workers(job.workers, coll, job.batch_size),
         pin_memory=model.device.type == "cuda",
         persistent_workers=False,
     )
-    bar = _Bar(progress, n, state["done"], coll.name)
+    bar = Progress(f"features of {coll.name}", n, completed=state["done"], enabled=progress)
     last = time.monotonic()
     # (tops, state) after the last whole batch, replaced by ONE assignment so that an
     # interruption anywhere leaves a consistent pair to checkpoint
     ck = (tops, state)
     try:
-        reducing = Probe(model.net, layers, reduce=lambda out: _reduce(out, pool))
+        reducing = Probe(model.net, job.layers, reduce=lambda out: _reduce(out, job.pool))
         with reducing as reduced, torch.inference_mode():
             for x, idx, errors in loader:
-                start = int(idx[0])
                 x = x.to(model.device, non_blocking=True)
-                if predict:
+                if job.predict:
                     p, c = model.net(x).float().softmax(1).max(1)
-                    files[PREDICTIONS].write(start, torch.stack([c.float(), p], 1).cpu().numpy())
+                    files[PREDICTIONS].write(int(idx[0]), torch.stack([c.float(), p], 1).cpu().numpy())
                 else:
-                    forward_until(model.net, x, deepest)
-                rows = idx.numpy()
+                    forward_until(model.net, x, job.deepest)
                 ok = np.array([not e for e in errors])
-                new_tops = {}
-                for name in layers:
-                    pooled, mx, where = reduced[name]
-                    files[name].write(start, pooled.cpu().numpy())
-                    vals = mx.cpu().numpy().T.copy()
-                    vals[:, ~ok] = -np.inf
-                    if where is not None:
-                        w = shapes[name][2]
-                        wh = where.cpu().numpy().T
-                        pos = np.stack([wh // w, wh % w], -1)
-                    else:
-                        pos = np.full((*vals.shape, 2), -1, np.int64)
-                    new_tops[name] = _merged(ck[0][name], vals, np.broadcast_to(rows, vals.shape), pos)
-                pix = F.adaptive_avg_pool2d(x.float(), psize).flatten(1)
-                files[PIXELS].write(start, pix.cpu().numpy())
+                new_tops = _store_batch(job, files, reduced, ck[0], x, idx, ok)
                 bad = [[int(i), coll.paths[int(i)], e] for i, e in zip(idx, errors, strict=True) if e]
-                ck = (new_tops, {"done": start + len(idx), "skipped": ck[1]["skipped"] + bad})
+                ck = (new_tops, {"done": int(idx[0]) + len(idx), "skipped": ck[1]["skipped"] + bad})
                 bar.advance(len(idx))
                 if time.monotonic() - last > _CHECKPOINT_SECONDS or ck[1]["done"] == n:
-                    _checkpoint(folder, layers, shapes, *ck)
+                    _checkpoint(job, *ck)
                     last = time.monotonic()
                 if on_batch is not None:
                     on_batch(ck[1]["done"], n)
     except BaseException:
         # everything up to the last whole batch is consistent: keep it for the resume
         with contextlib.suppress(OSError):
-            _checkpoint(folder, layers, shapes, *ck)
+            _checkpoint(job, *ck)
         raise
     finally:
         bar.close()
         for f in files.values():
             f.close()
     tops, state = ck
-    return _finish(model, coll, layers, shapes, pool, folder, tops, state, list(files))
+    return _finish(job, tops, state, list(files))
 
 
 def _pooled_dim(shape: tuple[int, ...]) -> int:
@@ -435,17 +447,9 @@ def _workers(workers: int | None, coll: Collection, batch_size: int) -> int:
     return max(1, min(4, (os.cpu_count() or 2) - 1))
 
 
-def _finish(
-    model: Model,
-    coll: Collection,
-    layers: list[str],
-    shapes: dict[str, tuple[int, ...]],
-    pool: str,
-    folder: Path,
-    tops: dict[str, dict[str, np.ndarray]],
-    state: dict[str, Any],
-    files: list[str],
-) -> PassResult:
+def _finish(job: _Job, tops: _Tops, state: dict[str, Any], files: list[str]) -> PassResult:
+    """Publish a complete pass: drop unreadable rows, write final top-k and index.json."""
+    model, coll, layers, shapes, pool, folder = job.model, job.coll, job.layers, job.shapes, job.pool, job.folder
     bad = {i for i, _, _ in state["skipped"]}
     keep = np.array([i for i in range(len(coll)) if i not in bad], np.int64)
     if len(keep) == 0:
@@ -508,32 +512,3 @@ def _load_result(folder: Path, coll: Collection, reused: bool = True) -> PassRes
         if not (folder / _feature_file(name)).is_file():
             raise OSError(f"missing {_feature_file(name)}")
     return result
-
-
-class _Bar:
-    def __init__(self, enabled: bool, total: int, done: int, name: str) -> None:
-        self.progress = None
-        if enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
-
-            self.progress = Progress(
-                "[progress.description]{task.description}",
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                "eta",
-                TimeRemainingColumn(),
-                auto_refresh=False,
-                transient=False,
-            )
-            self.progress.start()
-            self.task = self.progress.add_task(f"features of {name}", total=total, completed=done)
-
-    def advance(self, k: int) -> None:
-        if self.progress is not None:
-            self.progress.advance(self.task, k)
-            self.progress.refresh()
-
-    def close(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()

@@ -8,7 +8,6 @@ on it.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from PIL import Image
 
 from ..errors import ArgumentError, ImageError
 from ..images import SAMPLES, load_image, sample_image, sample_names
+from ..io import fingerprint
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 BUNDLED = ("samples", "digits")
@@ -72,11 +72,7 @@ class Collection:
 
 
 def _hash(parts: Sequence[str]) -> str:
-    h = hashlib.sha256()
-    for p in parts:
-        h.update(p.encode("utf-8", "surrogateescape"))
-        h.update(b"\0")
-    return h.hexdigest()[:16]
+    return fingerprint(*parts)[:16]
 
 
 def _stat_key(p: Path) -> str:
@@ -155,7 +151,7 @@ def digits() -> Collection:
         labels=[int(v) for v in labels],
         classes=list(DIGIT_LABELS),
         arrays=images,
-        fingerprint=_hash(["digits", hashlib.sha256(images.tobytes()).hexdigest()]),
+        fingerprint=fingerprint("digits", images)[:16],
     )
 
 

@@ -14,8 +14,9 @@ import torch
 from PIL import Image
 
 from ..errors import ArgumentError, LayerError
+from ..fields import receptive_fields
+from ..layers import check_units
 from ..models import Model, as_model
-from ..probe import receptive_fields
 from .engine import PIXELS, PassResult, run_pass
 from .sources import Collection
 
@@ -222,7 +223,7 @@ def embed(
         y = umap.UMAP(n_neighbors=nn_, random_state=seed, n_jobs=1).fit_transform(x)
         params = f"UMAP, {nn_} neighbours"
     else:
-        raise ArgumentError(f"--method must be pca, tsne or umap, not {method!r}")
+        raise ArgumentError(f"`method` must be pca, tsne or umap, not {method!r}")
     y = np.asarray(y, np.float32)
     rng = np.random.default_rng(seed)
     sub = np.sort(rng.choice(n, min(n, trust_points), replace=False))
@@ -289,11 +290,9 @@ def top_patches(
             "convolutional layer with an (C, H, W) output (see `visionlens layers`)"
         )
     top = result.top(layer)
-    bad = [u for u in units if not 0 <= u < shape[0]]
-    if bad:
-        raise ArgumentError(f"unit {bad[0]} is out of range: layer {layer!r} has {shape[0]} units (0-{shape[0] - 1})")
+    check_units(layer, units, shape[0])
     if k > top.values.shape[1]:
-        raise ArgumentError(f"-k {k} is more than the {top.values.shape[1]} kept per unit by this pass")
+        raise ArgumentError(f"`k` {k} is more than the {top.values.shape[1]} kept per unit by this pass")
     size = model.preprocessing.input_size
     rf = receptive_fields(model.net, size, [layer]).get(layer)
     coll = result.collection

@@ -58,11 +58,12 @@ A technique package adds to the report with an `Extension`, passed to
   `visionlens.report.dataset_page.extension(name)` for the Extension (see cli_report).
 """
 
-from .build import Report, build_report, choose_layers
-from .context import DEFAULT_IMAGES, QUICK_IMAGES, ReportContext, ReportImage
-from .core import Card, EmbeddingMap, Extension, Figure, Link, Page, Section, Settings, Slot, Table
+from ..io import fingerprint
+from .build import Report, build_report
+from .context import DEFAULT_IMAGES, QUICK_IMAGES, Extension, ReportContext, ReportImage
+from .core import Card, EmbeddingMap, Figure, Link, Page, Section, Settings, Slot, Table
 from .pages_layers import UNIT_PATCHES_SLOT
-from .site import Site, fingerprint, slugify
+from .site import Site, slugify
 
 __all__ = [
     "DEFAULT_IMAGES",
@@ -83,7 +84,6 @@ __all__ = [
     "Slot",
     "Table",
     "build_report",
-    "choose_layers",
     "fingerprint",
     "slugify",
 ]

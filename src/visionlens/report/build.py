@@ -3,27 +3,29 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from .. import attribution as A
 from ..errors import ArgumentError, LayerError
-from ..layers import LayerInfo, layer_table
-from ..models import Model, as_model, load_model
-from ..probe import ReceptiveField, resolve_layer
-from .context import DEFAULT_IMAGES, QUICK_IMAGES, ReportContext, choose_layers, expand_images, load_images
-from .core import Extension, Page, Settings
+from ..fields import ReceptiveField
+from ..io import model_fingerprint
+from ..layers import LayerInfo, last_spatial_layer, layer_table, spread_layers
+from ..loading import load_model
+from ..models import Model, as_model
+from ..probe import resolve_layer
+from ..progress import Progress
+from .context import DEFAULT_IMAGES, QUICK_IMAGES, Extension, ReportContext, expand_images, load_images
+from .core import Page, Settings
 from .html import Renderer, navigation
 from .pages_images import image_page
 from .pages_layers import layer_page, units_page
 from .pages_overview import overview_page
 from .pages_synthesis import synthesis_page
-from .site import Site, Stats, model_fingerprint
+from .site import Site, Stats
 
 
 @dataclass
@@ -72,35 +74,6 @@ def _check_layers(net: nn.Module, table: list[LayerInfo], layers: Sequence[str])
     return list(dict.fromkeys(layers))
 
 
-@contextmanager
-def _progress(enabled: bool, total: int) -> Iterator[tuple[Callable[[str], None], Callable[[str], None]]]:
-    """(start a job, show what it is doing now); a rich bar when enabled."""
-    if not enabled:
-        yield (lambda _s: None), (lambda _s: None)
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    bar = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[now]}"),
-    )
-    task = bar.add_task("report", total=total, now="")
-    state = {"started": False}
-
-    def start(label: str) -> None:
-        if state["started"]:
-            bar.advance(task)
-        state["started"] = True
-        bar.update(task, description=label, now="")
-
-    with bar:
-        yield start, (lambda now: bar.update(task, now=now[-48:]))
-        bar.update(task, completed=total, description="report", now="done")
-
-
 def build_report(
     model: Model | nn.Module | str = "efficientnet_lite0",
     images: Sequence[str | os.PathLike[str]] | None = None,
@@ -126,7 +99,7 @@ def build_report(
     left_out = 0
     if max_images is not None:
         if max_images < 1:
-            raise ArgumentError("--max-images must be at least 1")
+            raise ArgumentError("`max_images` must be at least 1")
         left_out = max(0, len(sources) - max_images)
         sources = sources[:max_images]
     root = Path(out_dir)
@@ -134,11 +107,11 @@ def build_report(
         raise ArgumentError(f"{root}: exists and is not a folder; give a folder for the report")
     site = Site(root, model_fingerprint(model.net, model.name))
     shapes = layer_table(model, fields=False)  # one dry run: enough to check and choose layers
-    chosen = _check_layers(model.net, shapes, layers) if layers else choose_layers(model.net, shapes, 2 if quick else 3)
+    chosen = _check_layers(model.net, shapes, layers) if layers else spread_layers(model.net, shapes, 2 if quick else 3)
     table = _table(site, model)  # with receptive fields (seconds), cached
     good, skipped = load_images(model, sources)
     ctx = ReportContext(model, site, settings, good, skipped, chosen, table, quick, dataset, tuple(extensions))
-    ctx.cam_layer = A.last_spatial_layer(model, model.preprocessing.input_size)
+    ctx.cam_layer = last_spatial_layer(model, model.preprocessing.input_size)
 
     jobs: list[tuple[str, Callable[[], Sequence[Page]]]] = []
     jobs += [(f"image {im.name}", lambda im=im: [image_page(ctx, im)]) for im in good]  # type: ignore[misc]
@@ -147,12 +120,13 @@ def build_report(
     jobs += [(f"{ext.name}", lambda b=b: b(ctx)) for ext in extensions for b in ext.pages]  # type: ignore[misc]
     jobs += [("overview", lambda: [overview_page(ctx)])]
     pages: list[Page] = []
-    with _progress(progress, len(jobs) + 1) as (start, now):
-        site._status = now
+    with Progress("report", len(jobs) + 1, enabled=progress) as bar:
+        site._status = lambda now: bar.describe(note=now[-48:])
         for label, job in jobs:
-            start(label)
+            bar.describe(label, note="")
             pages += job()
-        start("writing pages")
+            bar.advance()
+        bar.describe("writing pages", note="")
         index = [p for p in pages if p.file == "index.html"]
         rest = [p for p in pages if p.file != "index.html"]
         renderer = Renderer(site, model.name, navigation(index + rest))
@@ -161,5 +135,6 @@ def build_report(
             renderer.write(page)
         for page in index:  # last: until it is replaced, the previous report stays whole
             renderer.write(page)
+        bar.advance(note="done")
     names = [im.name for im in good]
     return Report(root / "index.html", [p.file for p in pages], chosen, names, skipped, site.stats, left_out)

@@ -4,18 +4,18 @@ and the site to write figures into."""
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch import nn
 
-from ..errors import ImageError, LayerError, VisionlensError
+from ..errors import ImageError, VisionlensError
+from ..io import fingerprint
 from ..layers import LayerInfo
 from ..models import Model
-from .core import Extension, Figure, Settings
-from .site import Site, fingerprint, slugify
+from .core import Figure, Page, Section, Settings
+from .site import Site, slugify
 
 DEFAULT_IMAGES = ("chelsea", "coffee", "rocket", "motorcycle", "flower", "grace_hopper")
 QUICK_IMAGES = DEFAULT_IMAGES[:3]
@@ -66,7 +66,6 @@ class ReportContext:
         return f"layer-{slugify(layer)}.html"
 
 
-_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".jfif"}
 
 
 def expand_images(specs: Sequence[str | os.PathLike[str]]) -> list[str]:
@@ -113,22 +112,22 @@ def load_images(model: Model, sources: Sequence[str], k: int = 5) -> tuple[list[
     return images, skipped
 
 
-def choose_layers(net: nn.Module, table: list[LayerInfo], k: int) -> list[str]:
-    """k layers spread over the depth of the network: stage-like containers (the shallowest
-    level with at least four spatial containers, e.g. blocks.0-6 or layer1-4), else convolutions."""
-    modules = dict(net.named_modules())
-    spatial = [i.name for i in table if i.shape and len(i.shape) == 3 and min(i.shape[1:]) > 1]
-    containers = [n for n in spatial if len(list(modules[n].children())) > 0]
-    candidates: list[str] = []
-    for depth in range(0, 4):
-        level = [n for n in containers if n.count(".") == depth]
-        if len(level) >= 4:
-            candidates = level
-            break
-    if not candidates:
-        candidates = [n for n in spatial if isinstance(modules[n], nn.Conv2d)] or spatial
-    if not candidates:
-        raise LayerError("the model has no layer with a spatial (C, H, W) output to report on")
-    n = len(candidates)
-    picks = sorted({min(n - 1, int((i + 1) * n / (k + 1))) for i in range(k)})
-    return [candidates[i] for i in picks]
+PageBuilder = Callable[[ReportContext], Sequence[Page]]
+SectionBuilder = Callable[[ReportContext], Sequence[Section]]
+UnitPatches = Callable[[ReportContext, str, Sequence[int]], Mapping[int, Sequence[Figure]]]
+
+
+@dataclass(frozen=True)
+class Extension:
+    """What a technique package adds to the report (see the package docstring).
+
+    pages: builders of extra pages (e.g. the dataset page), run after the core pages.
+    overview: builders of extra sections at the end of the overview (index) page.
+    unit_patches: fills each unit's "top dataset patches" slot on the units page:
+        (context, layer, units) -> {unit: figures}.
+    """
+
+    name: str
+    pages: Sequence[PageBuilder] = ()
+    overview: Sequence[SectionBuilder] = ()
+    unit_patches: UnitPatches | None = None

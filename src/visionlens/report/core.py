@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from .context import ReportContext
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -107,27 +104,6 @@ class Page:
     intro: str = ""
     scripts: list[str] = field(default_factory=list)
     nav_text: str = ""  # shorter link text in the navigation (default: title)
-
-
-PageBuilder = Callable[["ReportContext"], Sequence[Page]]
-SectionBuilder = Callable[["ReportContext"], Sequence[Section]]
-UnitPatches = Callable[["ReportContext", str, Sequence[int]], Mapping[int, Sequence[Figure]]]
-
-
-@dataclass(frozen=True)
-class Extension:
-    """What a technique package adds to the report (see the package docstring).
-
-    pages: builders of extra pages (e.g. the dataset page), run after the core pages.
-    overview: builders of extra sections at the end of the overview (index) page.
-    unit_patches: fills each unit's "top dataset patches" slot on the units page:
-        (context, layer, units) -> {unit: figures}.
-    """
-
-    name: str
-    pages: Sequence[PageBuilder] = ()
-    overview: Sequence[SectionBuilder] = ()
-    unit_patches: UnitPatches | None = None
 
 
 @dataclass(frozen=True)

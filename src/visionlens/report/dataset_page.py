@@ -9,19 +9,20 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from .. import plots, render
 from ..dataset import PassResult, open_dataset, run_pass
 from ..dataset.views import colour_classes, default_queries, embed, grid_assignment, model_view, neighbors, top_patches
+from ..io import model_fingerprint
 from ..models import Model
-from .context import ReportContext
-from .core import EmbeddingMap, Extension, Figure, Page, Section
-from .site import Site, model_fingerprint
+from .context import Extension, ReportContext
+from .core import EmbeddingMap, Figure, Page, Section
+from .site import Site
 
 MAP_POINTS = 2000  # at most this many points (and thumbnails) in each map
 PATCHES = 8  # top patches per unit
@@ -61,151 +62,188 @@ def _thumb(site: Site, model: Model, res: PassResult, row: int) -> str:
     rel = f"figures/dataset/thumbs/{res.cache_dir.name[:12]}-{row}.png"
     path = site.root / rel
     if not path.is_file():
-        img = Image.fromarray((model_view(model, res.collection.read(row)) * 255).astype(np.uint8))
-        method = Image.NEAREST if max(img.size) < 64 else Image.BICUBIC
-        render.save_image(path, np.asarray(img.resize((64, 64), method), np.float32) / 255.0)
+        render.save_image(path, render.thumbnail(model_view(model, res.collection.read(row)), 64))
     return rel
 
 
-def dataset_pages(ctx: ReportContext, name: str, res: PassResult, layer: str) -> list[Page]:
-    coll, model, site = res.collection, ctx.model, ctx.site
-    dep = [res.cache_dir.name]
-    labels, names, by = colour_classes(res, model)
-    n = len(coll)
-    sections: list[Section] = []
+def _points(
+    site: Site, model: Model, res: PassResult, coords: np.ndarray, rows: Sequence[int], labels: Sequence[int],
+    names: Sequence[str],
+) -> list[dict[str, Any]]:  # fmt: skip
+    """The points of an interactive map: position, label, colour group and thumbnail
+    (`labels[j]` indexes `names` and belongs to `rows[j]`)."""
+    coll = res.collection
+    return [
+        {
+            "x": float(c[0]),
+            "y": float(c[1]),
+            "label": f"{coll.paths[i]} ({names[labels[j]]})",
+            "group": names[labels[j]],
+            "thumb": _thumb(site, model, res, int(i)),
+        }
+        for j, (c, i) in enumerate(zip(coords, rows, strict=True))
+    ]
 
-    # ---- nearest neighbours
-    k = min(6, n - 1)
-    rows = default_queries(coll, 6)
-    if k >= 1:
 
-        def neighbour_rows() -> np.ndarray:
-            nb = neighbors(model, res, layer, k=k, queries=rows)
+@dataclass
+class _View:
+    """What every section of the dataset page draws from: one pass, one feature layer."""
+
+    ctx: ReportContext
+    name: str
+    res: PassResult
+    layer: str
+
+    def __post_init__(self) -> None:
+        self.model, self.site, self.coll = self.ctx.model, self.ctx.site, self.res.collection
+        self.labels, self.names, self.by = colour_classes(self.res, self.model)
+        self.dep = [self.res.cache_dir.name]
+
+    def image(self, row: int) -> np.ndarray:
+        return model_view(self.model, self.coll.read(int(row)))
+
+    def caption(self, row: int) -> str:
+        return self.coll.label_name(int(row)) or self.names[self.labels[row]]
+
+    def neighbours(self) -> Section | None:
+        k, rows = min(6, len(self.coll) - 1), default_queries(self.coll, 6)
+        if k < 1:
+            return None
+
+        def tiles(q: int, part: np.ndarray) -> list[tuple[np.ndarray, str, bool | None]]:
+            same = lambda i: bool(self.labels[i] == self.labels[rows[q]]) if self.by == "label" else None  # noqa: E731
+            return [(self.image(i), self.caption(i)[:14], same(i)) for i in part]
+
+        def compute() -> np.ndarray:
+            nb = neighbors(self.model, self.res, self.layer, k=k, queries=rows)
             return np.concatenate([nb.feature, nb.pixel], 1)
 
-        def draw_neighbours(idx: np.ndarray) -> np.ndarray:
-            def tiles(q: int, part: np.ndarray) -> list[tuple[np.ndarray, str, bool | None]]:
-                out = []
-                for i in part:
-                    same = bool(labels[i] == labels[rows[q]]) if by == "label" else None
-                    cap = coll.label_name(int(i)) or names[labels[i]]
-                    out.append((model_view(model, coll.read(int(i))), cap[:14], same))
-                return out
-
+        def draw(idx: np.ndarray) -> np.ndarray:
             return plots.neighbor_grid(
                 None,
-                [model_view(model, coll.read(r)) for r in rows],
-                [f"query: {(coll.label_name(r) or names[labels[r]])[:12]}" for r in rows],
+                [self.image(r) for r in rows],
+                [f"query: {self.caption(r)[:12]}" for r in rows],
                 [tiles(q, idx[q, :k]) for q in range(len(rows))],
                 [tiles(q, idx[q, k:]) for q in range(len(rows))],
-                f"{model.name}, {layer} (mean-pooled), cosine distance",
+                f"{self.model.name}, {self.layer} (mean-pooled), cosine distance",
             )
 
-        grid = site.figure(
+        grid = self.site.figure(
             "dataset/neighbors",
-            {"method": "exact k-NN, cosine", "layer": layer, "k": k, "queries": len(rows), "dataset": name},
-            neighbour_rows,
-            draw_neighbours,
+            {"method": "exact k-NN, cosine", "layer": self.layer, "k": k, "queries": len(rows), "dataset": self.name},
+            compute,
+            draw,
             title="Nearest neighbours: feature space vs pixel space",
             caption=(
-                f"Each query (left) beside its {k} nearest images in {layer}'s mean-pooled features, then its "
+                f"Each query (left) beside its {k} nearest images in {self.layer}'s mean-pooled features, then its "
                 "nearest in raw pixels (the input pooled to 16x16). Frames: green = same label, red = other. "
                 "Raw array: the neighbours' row indices, feature space first."
             ),
-            depends=dep,
+            depends=self.dep,
             css="full",
         )
-        sections.append(Section("Nearest neighbours", figures=[grid]))
+        return Section("Nearest neighbours", figures=[grid])
 
-    # ---- maps
-    rng = np.random.default_rng(0)
-    sub = np.sort(rng.choice(n, MAP_POINTS, replace=False)) if n > MAP_POINTS else np.arange(n)
-    feats = np.asarray(res.features(layer))[sub]
-    sub_labels = [labels[i] for i in sub]
-    figures: list[Figure] = []
-    maps: list[EmbeddingMap] = []
-    tsne_coords = None
-    for method in ("pca", "tsne", "umap") if len(sub) >= 4 else ():
-        stats = site.cached_json(
-            f"dataset/map-{method}",
-            {"method": method, "layer": layer, "points": len(sub)},
-            lambda method=method: _embed_stats(feats, method, sub_labels if by == "label" else None),
-            depends=dep,
-        )
-        coords = np.asarray(stats["coords"], np.float32)
-        if method == "tsne":
-            tsne_coords = coords
-        text = f"trustworthiness {stats['trust']:.3f}"
-        if stats.get("explained"):
-            text += f", explained variance {stats['explained'][0]:.1%} + {stats['explained'][1]:.1%}"
-        if stats.get("knn") is not None:
-            text += f", 5-NN {by} accuracy in 2-D {stats['knn']:.1%}"
-        title = f"{stats['params']}: {text}"
-        figures.append(
-            site.figure(
-                f"dataset/scatter-{method}",
-                {"method": stats["params"], "layer": layer, "points": len(sub), "colour": by},
-                lambda coords=coords: coords,
-                lambda raw, title=title: plots.scatter(None, raw, sub_labels, names, title),
-                title=f"{method.upper() if method == 'pca' else 't-SNE' if method == 'tsne' else 'UMAP'} map",
-                caption=f"{len(sub)} images of {name} by their {layer} features; {text}. Colour: {by}.",
-                depends=dep,
+    def maps(self, sub: np.ndarray) -> tuple[list[Section], np.ndarray | None]:
+        """Scatter pictures and interactive maps of the rows `sub` by PCA, t-SNE and UMAP;
+        also returns the t-SNE coordinates (for the mosaic)."""
+        feats = np.asarray(self.res.features(self.layer))[sub]
+        sub_labels = [self.labels[i] for i in sub]
+        figures: list[Figure] = []
+        maps: list[EmbeddingMap] = []
+        tsne = None
+        for method in ("pca", "tsne", "umap") if len(sub) >= 4 else ():
+            stats = self.site.cached_json(
+                f"dataset/map-{method}",
+                {"method": method, "layer": self.layer, "points": len(sub)},
+                lambda method=method: _embed_stats(feats, method, sub_labels if self.by == "label" else None),
+                depends=self.dep,
             )
-        )
-        points = [
-            {
-                "x": float(c[0]),
-                "y": float(c[1]),
-                "label": f"{coll.paths[i]} ({names[labels[i]]})",
-                "group": names[labels[i]],
-                "thumb": _thumb(site, model, res, int(i)),
-            }
-            for c, i in zip(coords, sub, strict=True)
-        ]
-        maps.append(
-            site.embedding_map(
-                f"dataset-{method}",
-                points,
-                title=f"{method} of {layer} (interactive)",
-                caption=f"Colour: {by}. {text}.",
-                params={"method": stats["params"], "layer": layer},
+            coords = np.asarray(stats["coords"], np.float32)
+            tsne = coords if method == "tsne" else tsne
+            text = _map_stats(stats, self.by)
+            title = f"{stats['params']}: {text}"
+            figures.append(
+                self.site.figure(
+                    f"dataset/scatter-{method}",
+                    {"method": stats["params"], "layer": self.layer, "points": len(sub), "colour": self.by},
+                    lambda coords=coords: coords,
+                    lambda raw, title=title: plots.scatter(None, raw, sub_labels, self.names, title),
+                    title=f"{_METHOD_NAMES[method]} map",
+                    caption=f"{len(sub)} images of {self.name} by their {self.layer} features; {text}. "
+                    f"Colour: {self.by}.",
+                    depends=self.dep,
+                )
             )
-        )
-    if figures:
-        sections.append(Section("Maps of feature space", figures=figures))
-        sections.append(Section("Interactive maps", maps=maps))
-    if tsne_coords is not None:
+            maps.append(
+                self.site.embedding_map(
+                    f"dataset-{method}",
+                    _points(self.site, self.model, self.res, coords, sub, sub_labels, self.names),
+                    title=f"{method} of {self.layer} (interactive)",
+                    caption=f"Colour: {self.by}. {text}.",
+                    params={"method": stats["params"], "layer": self.layer},
+                )
+            )
+        if not figures:
+            return [], None
+        return [Section("Maps of feature space", figures=figures), Section("Interactive maps", maps=maps)], tsne
+
+    def mosaic(self, sub: np.ndarray, tsne: np.ndarray, rng: np.random.Generator) -> Section:
         tiles = min(len(sub), 400)
         pick = np.sort(rng.choice(len(sub), tiles, replace=False)) if len(sub) > tiles else np.arange(len(sub))
+        size = 96 if tiles <= 100 else 48  # few images: bigger tiles
 
-        def draw_mosaic(cells: np.ndarray) -> np.ndarray:
+        def draw(cells: np.ndarray) -> np.ndarray:
             rws, cls = int(cells[:, 0].max()) + 1, int(np.ceil(np.sqrt(len(pick))))
-            size = 96 if len(pick) <= 100 else 48  # few images: bigger tiles
-            tile = lambda j: model_view(model, coll.read(int(sub[pick[j]])))  # noqa: E731
-            return plots.mosaic(None, cells, rws, cls, tile, tile_size=size)
+            return plots.mosaic(None, cells, rws, cls, lambda j: self.image(sub[pick[j]]), tile_size=size)
 
-        mosaic = site.figure(
+        mosaic = self.site.figure(
             "dataset/mosaic",
             {
                 "method": "t-SNE points assigned to grid cells (linear_sum_assignment)",
-                "layer": layer,
+                "layer": self.layer,
                 "images": tiles,
-                "tile px": 96 if tiles <= 100 else 48,
+                "tile px": size,
             },
-            lambda: grid_assignment(tsne_coords[pick])[0],
-            draw_mosaic,
+            lambda: grid_assignment(tsne[pick])[0],
+            draw,
             title="Mosaic of the t-SNE map",
             caption=(
                 f"{tiles} images laid on a regular grid where the t-SNE map put them: the assignment of points "
                 "to cells minimizing total squared distance. Raw array: each image's (row, column)."
             ),
-            depends=dep,
+            depends=self.dep,
             css="wide",
         )
-        sections.append(Section("Mosaic", figures=[mosaic]))
+        return Section("Mosaic", figures=[mosaic])
+
+
+_METHOD_NAMES = {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}
+
+
+def _map_stats(stats: dict[str, Any], by: str) -> str:
+    text = f"trustworthiness {stats['trust']:.3f}"
+    if stats.get("explained"):
+        text += f", explained variance {stats['explained'][0]:.1%} + {stats['explained'][1]:.1%}"
+    if stats.get("knn") is not None:
+        text += f", 5-NN {by} accuracy in 2-D {stats['knn']:.1%}"
+    return text
+
+
+def dataset_pages(ctx: ReportContext, name: str, res: PassResult, layer: str) -> list[Page]:
+    """The dataset page: neighbours, maps of feature space (pictures and interactive), mosaic."""
+    view = _View(ctx, name, res, layer)
+    n = len(res.collection)
+    rng = np.random.default_rng(0)
+    sub = np.sort(rng.choice(n, MAP_POINTS, replace=False)) if n > MAP_POINTS else np.arange(n)
+    sections = [s for s in [view.neighbours()] if s is not None]
+    maps, tsne = view.maps(sub)
+    sections += maps
+    if tsne is not None:
+        sections.append(view.mosaic(sub, tsne, rng))
     skipped = f" {len(res.skipped)} unreadable files were skipped." if res.skipped else ""
     intro = (
-        f"{n} images of {name}, one pass through {model.name}; features of {layer} (the last spatial layer, "
+        f"{n} images of {name}, one pass through {ctx.model.name}; features of {layer} (the last spatial layer, "
         f"mean-pooled: what the classifier reads).{skipped}"
     )
     return [Page("dataset.html", f"Dataset: {name}", "Dataset", sections, intro=intro, nav_text="Dataset")]
@@ -236,10 +274,7 @@ def unit_patches(
             nonlocal found
             if found is None:
                 found = top_patches(ctx.model, res, layer, units, k)
-            tiles = []
-            for p in found[u]:
-                img = Image.fromarray((np.clip(p.image, 0, 1) * 255).astype(np.uint8)).resize((72, 72), Image.BICUBIC)
-                tiles.append(np.asarray(img, np.float32) / 255.0)
+            tiles = [render.thumbnail(p.image, 72) for p in found[u]]
             return render.grid(tiles, cols=min(4, len(tiles)))
 
         top = res.top(layer)
@@ -277,17 +312,7 @@ def write_map_site(
     from .html import Renderer, navigation
 
     site = Site(folder, model_fingerprint(model.net, model.name))
-    coll = res.collection
-    points = [
-        {
-            "x": float(c[0]),
-            "y": float(c[1]),
-            "label": f"{coll.paths[i]} ({names[lab]})",
-            "group": names[lab],
-            "thumb": _thumb(site, model, res, int(i)),
-        }
-        for c, i, lab in zip(coords, rows, labels, strict=True)
-    ]
+    points = _points(site, model, res, coords, rows, labels, names)
     m = site.embedding_map("map", points, title=title, caption=caption, params={"layer": layer})
     page = Page("index.html", title, "Report", [Section("Interactive map", maps=[m])], nav_text="Map")
     renderer = Renderer(site, model.name, navigation([page]))

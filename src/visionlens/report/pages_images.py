@@ -8,7 +8,7 @@ import torch
 
 from .. import attribution as A
 from .. import render
-from ..layers import activations, strongest_channels
+from ..inspection import activations, strongest_channels
 from .context import ReportContext, ReportImage
 from .core import Figure, Page, Section, Table
 from .site import slugify

@@ -3,8 +3,8 @@ and the images that could not be read."""
 
 from __future__ import annotations
 
+from ..fields import ReceptiveField
 from ..layers import LayerInfo, first_conv
-from ..probe import ReceptiveField
 from .context import ReportContext
 from .core import Card, Link, Page, Section, Table
 from .pages_images import input_figure

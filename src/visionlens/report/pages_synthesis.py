@@ -5,11 +5,13 @@ from __future__ import annotations
 import torch
 
 from ..images import image_tensor
+from ..io import fingerprint
+from ..layers import spread_layers
 from ..synthesis.recipes import DEFAULT_STYLE_LAYERS, style_transfer, texture
-from .context import ReportContext, choose_layers
+from .context import ReportContext
 from .core import Figure, Page, Section
 from .pages_layers import _checked
-from .site import fingerprint, slugify
+from .site import slugify
 
 
 def _source(ctx: ReportContext, name: str, size: int, square: bool) -> tuple[Figure, torch.Tensor, str]:
@@ -33,7 +35,7 @@ def style_layers(ctx: ReportContext) -> tuple[list[str], str]:
     names = {i.name for i in ctx.layer_table}
     if all(n in names for n in DEFAULT_STYLE_LAYERS) and "blocks.4" in names:
         return list(DEFAULT_STYLE_LAYERS), "blocks.4"
-    spread = choose_layers(ctx.model.net, ctx.layer_table, 4)
+    spread = spread_layers(ctx.model.net, ctx.layer_table, 4)
     return spread, spread[-1]
 
 

@@ -7,7 +7,6 @@ module did not write is ever touched."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -19,7 +18,7 @@ import numpy as np
 import torch
 
 from .. import render
-from ..io import atomic_file, save_array
+from ..io import atomic_file, fingerprint, save_array
 from .core import EmbeddingMap, Figure
 
 CACHE_VERSION = 1
@@ -31,7 +30,7 @@ def slugify(text: str, taken: set[str] | None = None, key: str | None = None) ->
     when characters had to be replaced or the slug is already in `taken`, so different names
     never share files. The result is added to `taken`."""
     base = re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.")[:48] or "item"
-    digest = hashlib.sha256((key or text).encode()).hexdigest()[:8]
+    digest = fingerprint(key or text)[:8]
     slug = base
     if slug != text or (taken is not None and slug in taken):
         slug = f"{base}-{digest}"
@@ -41,27 +40,6 @@ def slugify(text: str, taken: set[str] | None = None, key: str | None = None) ->
     if taken is not None:
         taken.add(slug)
     return slug
-
-
-def fingerprint(*parts: Any) -> str:
-    """A stable hash of tensors, arrays, bytes and JSON-able values."""
-    h = hashlib.sha256()
-    for p in parts:
-        if isinstance(p, torch.Tensor):
-            p = p.detach().cpu().contiguous().numpy()
-        if isinstance(p, np.ndarray):
-            h.update(str((p.dtype, p.shape)).encode())
-            h.update(np.ascontiguousarray(p).tobytes())
-        elif isinstance(p, bytes):
-            h.update(p)
-        else:
-            h.update(json.dumps(p, sort_keys=True, default=str).encode())
-        h.update(b"\x00")
-    return h.hexdigest()
-
-
-def model_fingerprint(net: torch.nn.Module, name: str) -> str:
-    return fingerprint(name, type(net).__name__, *(t for _, t in sorted(net.state_dict().items())))
 
 
 def _to_numpy(a: Any) -> np.ndarray:

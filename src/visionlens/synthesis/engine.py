@@ -17,7 +17,9 @@ import torch
 from torch import nn
 
 from ..models import Model, as_model
-from ..probe import Probe, backward_rule, forward_until, trace
+from ..probe import Probe, backward_rule
+from ..progress import Progress
+from ..tracing import forward_until, trace
 from .objectives import Objective, State
 from .param import make_param
 from .transforms import RandomTransforms, Transform
@@ -93,7 +95,9 @@ def synthesize(
 ) -> Result:
     """Optimize an image (batch) to maximize `objective` on `model`.
 
-    init: (B, 3, H, W) images in [0, 1] to start from (else small noise of `size`).
+    init: (B, 3, H, W) model input to start from, as `model.prepare(...)` makes it (else
+    small noise of `size`). The result's images are pictures in [0, 1], as are the images
+    that objectives see (`State.image`).
     param: "fourier" (decorrelated 1/f spectrum), "pixel" (sigmoid pixels) or "raw" via init.
     optimizer: "adam", "lbfgs" or "normalized" (DeepDream's scaled gradient step).
     transforms: "standard" (pad, jitter, scale, rotate), a callable, or None.
@@ -106,7 +110,7 @@ def synthesize(
     net, dev = model.net, model.device
     gen = torch.Generator().manual_seed(seed) if seed is not None else None
     if init is not None:
-        init = init.detach().to(dev, torch.float32)
+        init = model.to_image(init.detach().to(dev, torch.float32))
         shape = tuple(init.shape)
     else:
         hw = (size, size) if isinstance(size, int) else size
@@ -143,20 +147,7 @@ def synthesize(
                 total = total + value.detach()
         return -total
 
-    bar = None
-    if progress:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-        bar = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total}"),
-            TextColumn("{task.fields[value]}"),
-            TimeRemainingColumn(),
-            transient=True,
-        )
-        task = bar.add_task(objective.description[:60], total=steps, value="")
-        bar.start()
+    bar = Progress(objective.description[:60], steps, enabled=progress, transient=True)
     # Gradients reaching dead units are often denormal floats, which run 20x slower on CPUs.
     flushing = torch.set_flush_denormal(True)
     try:
@@ -174,9 +165,7 @@ def synthesize(
                 last_good = copy.deepcopy(img_param.state_dict())
                 values.append(value)
                 result.steps = step + 1
-                if bar is not None:
-                    bar.update(task, advance=1, value=f"{value:.4g}")
-                    bar.refresh()
+                bar.advance(1, note=f"{value:.4g}")
                 if on_frame is not None and save_every and (step + 1) % save_every == 0:
                     with torch.no_grad():
                         on_frame(step + 1, img_param().detach())
@@ -186,8 +175,7 @@ def synthesize(
     finally:
         if flushing:
             torch.set_flush_denormal(False)
-        if bar is not None:
-            bar.stop()
+        bar.close()
     with torch.no_grad():
         result.images = img_param().detach()
     result.values = values

@@ -1,4 +1,8 @@
-"""The techniques that make images, each a short recipe on the one engine (`synthesize`)."""
+"""The techniques that make images, each a short recipe on the one engine (`synthesize`).
+
+Input convention (as everywhere in visionlens): images go in as the model's input, as
+`model.prepare(...)` makes it; pictures come out as RGB in [0, 1] (`Result.images`).
+"""
 
 from __future__ import annotations
 
@@ -10,37 +14,13 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ArgumentError, LayerError
+from ..inspection import activations
+from ..layers import check_units, layer_channels
 from ..models import Model, as_model
-from ..probe import Probe, forward_until, resolve_layer, trace
+from ..probe import resolve_layer
 from . import objectives as O
 from .engine import Result, synthesize
 from .transforms import RandomRoll
-
-
-def layer_channels(model: Model, layer: str) -> int:
-    """Number of channels of `layer`'s output (one dry-run forward)."""
-    resolve_layer(model.net, layer)
-    tr = trace(model.net, torch.zeros(1, 3, 64, 64, device=model.device))
-    shape = tr.shapes.get(layer)
-    if not shape:
-        raise LayerError(f"layer {layer!r} did not run in the forward pass")
-    return shape[0]
-
-
-def _check_units(model: Model, layer: str, units: Sequence[int]) -> None:
-    n = layer_channels(model, layer)
-    bad = [u for u in units if not 0 <= u < n]
-    if bad:
-        raise ArgumentError(f"unit {bad[0]} is out of range: layer {layer!r} has {n} channels (0-{n - 1})")
-
-
-def features(model: Model, images: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
-    """Activations of `layers` for images in [0, 1], computed once (targets for the losses)."""
-    with torch.no_grad(), Probe(model.net, layers) as probe:
-        x = model.preprocessing.normalize(images.to(model.device))
-        tr = trace(model.net, x[:1])
-        forward_until(model.net, x, max(layers, key=lambda n: tr.end.get(n, 0)))
-        return {n: probe[n].detach() for n in layers}
 
 
 def visualize(
@@ -69,10 +49,10 @@ def visualize(
     if layer is None or units is None:
         raise ArgumentError("give a layer and unit(s), or a class")
     unit_list = [units] if isinstance(units, int) else list(units)
-    _check_units(model, layer, unit_list)
+    check_units(layer, unit_list, layer_channels(model, layer))
     if diversity > 1:
         if len(unit_list) != 1:
-            raise ArgumentError("--diversity makes several images of ONE unit; give a single unit")
+            raise ArgumentError("`diversity` makes several images of ONE unit; give a single unit")
         unit_list = unit_list * diversity
         objective = O.channel(layer, unit_list) - diversity_weight * O.diversity(layer)
     else:
@@ -100,12 +80,13 @@ def dream(
 ) -> Result:
     """DeepDream: amplify whatever `layer` sees, by normalized gradient ascent on the layer's
     L2 over an octave pyramid, with random circular shifts each step. Images larger than
-    `tile` are processed in tiles; the shift moves the seams every step so none show."""
+    `tile` are processed in tiles; the shift moves the seams every step so none show.
+    `image` is model input (`model.prepare(...)`); the result is the picture in [0, 1]."""
     model = as_model(model)
     resolve_layer(model.net, layer)
     if octaves < 1 or octave_scale <= 1.0:
-        raise ArgumentError("--octaves must be >= 1 and --octave-scale > 1")
-    base = image.to(model.device)
+        raise ArgumentError("`octaves` must be >= 1 and `octave_scale` > 1")
+    base = model.to_image(image.to(model.device))  # the pyramid and the detail live in picture space
     pyramid = [base]
     for _ in range(octaves - 1):
         h, w = pyramid[-1].shape[-2:]
@@ -124,7 +105,7 @@ def dream(
         result = synthesize(
             model,
             O.layer_l2(layer),
-            init=start,
+            init=model.to_input(start),
             param="raw",
             steps=steps,
             lr=lr,
@@ -161,9 +142,10 @@ def invert(
     """Feature inversion (Mahendran & Vedaldi 2015): from noise, an image whose `layer`
     features match those of `image`, with total-variation and alpha-norm priors. L-BFGS on
     the decorrelated Fourier parameterization converges far better than Adam on pixels
-    (chelsea at 96 px from blocks.1: 25 dB against 18 dB in the same time)."""
+    (chelsea at 96 px from blocks.1: 25 dB against 18 dB in the same time). `image` is model
+    input (`model.prepare(...)`); the result is the picture in [0, 1] of the same size."""
     model = as_model(model)
-    target = features(model, image, [layer])[layer]
+    target = activations(model, image, [layer])[layer]
     objective = -O.feature_loss(layer, target) - tv_weight * O.total_variation() - alpha_weight * O.alpha_norm(6)
     return synthesize(
         model,
@@ -189,9 +171,10 @@ class GramResult:
 
 
 def gram_matrix(model: Model | torch.nn.Module, image: torch.Tensor, layer: str, top: int = 10) -> GramResult:
-    """The channel Gram matrix of `layer` for one image in [0, 1], with its most correlated pairs."""
+    """The channel Gram matrix of `layer` for one image (model input, as `model.prepare(...)`
+    makes it), with its most correlated pairs."""
     model = as_model(model)
-    acts = features(model, image[:1], [layer])[layer]
+    acts = activations(model, image[:1], [layer])[layer]
     if acts.dim() != 4:
         raise LayerError(f"layer {layer!r} has no spatial output (shape {tuple(acts.shape[1:])}); pick a conv layer")
     g = O.gram(acts)[0]
@@ -228,14 +211,15 @@ def texture(
     parameterization is what makes this work: pixel-space L-BFGS, as with VGG, leaves
     high-frequency noise (see docs/gallery). `colour_weight` also matches the pixels' RGB
     mean and covariance: without it patches of colours the source does not have (cyan in
-    coffee) could appear."""
+    coffee) could appear. `image` (the source) is model input (`model.prepare(...)`); the result
+    is a `size` x `size` picture in [0, 1]."""
     model = as_model(model)
-    targets = features(model, image[:1], layers)
+    targets = activations(model, image[:1], layers)
     objective = -sum(O.gram_loss(n, O.gram(targets[n], smooth), smooth) for n in layers)
     if tv_weight:
         objective = objective - tv_weight * O.total_variation()
     if colour_weight:
-        objective = objective - colour_weight * O.colour_match(image.to(model.device))
+        objective = objective - colour_weight * O.colour_match(model.to_image(image.to(model.device)))
     return synthesize(
         model,
         objective,
@@ -274,13 +258,14 @@ def style_transfer(
     Gram matrices EfficientNet's features paint the style image's objects into the result
     (a cup over the cat) and the content is lost. Adam on the decorrelated Fourier
     parameterization stylizes more strongly than L-BFGS in the same time; pass
-    optimizer="lbfgs", lr=1 for the classic optimizer. Style images of another size or
-    mode are resized to the content."""
+    optimizer="lbfgs", lr=1 for the classic optimizer. `content` and `style` are model input
+    (`model.prepare(...)`); a style image of another size is resized to the content. The
+    result is the picture in [0, 1], the size of the content."""
     model = as_model(model)
     if style.shape[-2:] != content.shape[-2:]:
-        style = _resize(style, tuple(content.shape[-2:]))
-    c = features(model, content[:1], [content_layer])[content_layer]
-    s = features(model, style[:1], style_layers)
+        style = model.to_input(_resize(model.to_image(style.to(model.device)), tuple(content.shape[-2:])))
+    c = activations(model, content[:1], [content_layer])[content_layer]
+    s = activations(model, style[:1], style_layers)
     objective = -content_weight * O.feature_loss(content_layer, c) - style_weight * sum(
         O.gram_loss(n, O.gram(s[n], smooth), smooth) for n in style_layers
     )
@@ -299,4 +284,4 @@ def style_transfer(
     )
 
 
-__all__ = ["visualize", "dream", "invert", "gram_matrix", "texture", "style_transfer", "features"]
+__all__ = ["DEFAULT_STYLE_LAYERS", "GramResult", "visualize", "dream", "invert", "gram_matrix", "texture", "style_transfer"]

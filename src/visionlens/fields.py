@@ -1,0 +1,104 @@
+"""Receptive fields measured on the network itself: which input pixels each output position
+of a layer can see."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .probe import Probe
+
+
+@dataclass(frozen=True)
+class ReceptiveField:
+    """Output position j of a layer sees input pixels [j*stride - offset, j*stride - offset + size)
+    along each axis (rows, then columns)."""
+
+    size: tuple[int, int]
+    stride: tuple[int, int]
+    offset: tuple[int, int]
+    clipped: bool = False  # the field reached the input border: size is a lower bound
+
+    def span(self, j: int, axis: int) -> tuple[int, int]:
+        lo = j * self.stride[axis] - self.offset[axis]
+        return lo, lo + self.size[axis]
+
+
+def _positive_copy(net: nn.Module) -> nn.Module:
+    """A float64 copy whose every path carries a positive signal, so that an output's input
+    gradient is non-zero exactly on its receptive field: weights become 1/fan-in, biases 0,
+    batch norms the identity, max pooling average pooling."""
+    pos = copy.deepcopy(net).float().eval()
+    with torch.no_grad():
+        for name, p in pos.named_parameters():
+            if p.dim() >= 2:
+                p.fill_(1.0 / max(1, p[0].numel()))
+            else:
+                p.fill_(0.0 if name.endswith("bias") else 1.0)
+        for name, b in pos.named_buffers():
+            if name.endswith("running_mean"):
+                b.zero_()
+            elif name.endswith("running_var"):
+                b.fill_(1.0)
+    for parent in pos.modules():
+        for cname, child in parent.named_children():
+            if isinstance(child, nn.MaxPool2d):
+                setattr(
+                    parent,
+                    cname,
+                    nn.AvgPool2d(child.kernel_size, child.stride, child.padding, ceil_mode=child.ceil_mode),
+                )
+            elif isinstance(child, nn.AdaptiveMaxPool2d):
+                setattr(parent, cname, nn.AdaptiveAvgPool2d(child.output_size))
+    for p in pos.parameters():
+        p.requires_grad_(False)
+    return pos
+
+
+def receptive_fields(
+    net: nn.Module, input_size: int | tuple[int, int], layers: Sequence[str]
+) -> dict[str, ReceptiveField]:
+    """Receptive field of each named layer with a spatial (N, C, H, W) output, measured by
+    backpropagating from one output position of a positive copy of the network."""
+    h, w = (input_size, input_size) if isinstance(input_size, int) else input_size
+    with torch.inference_mode(False):
+        return _receptive_fields(_positive_copy(net), h, w, layers)
+
+
+def _receptive_fields(pos: nn.Module, h: int, w: int, layers: Sequence[str]) -> dict[str, ReceptiveField]:
+    # small inputs keep residual sums far from saturating activations such as ReLU6
+    x = torch.full((1, 3, h, w), 1e-3, dtype=torch.float32, requires_grad=True)
+    with Probe(pos, layers) as probe, torch.enable_grad():
+        try:
+            pos(x)
+        except Exception:  # noqa: BLE001 - a model the copy cannot run simply has no fields
+            return {}
+        outs = dict(probe.outputs)
+    fields: dict[str, ReceptiveField] = {}
+    for name in layers:
+        o = outs.get(name)
+        if not isinstance(o, torch.Tensor) or o.dim() != 4 or not o.requires_grad:
+            continue
+        oh, ow = o.shape[-2:]
+        if oh < 2 or ow < 2:
+            continue
+        y0, x0 = oh // 2, ow // 2
+        (g,) = torch.autograd.grad(o[0, :, y0, x0].sum(), x, retain_graph=True)
+        nz = g[0].abs().sum(0) > 0
+        rows = torch.nonzero(nz.any(1)).flatten()
+        cols = torch.nonzero(nz.any(0)).flatten()
+        if rows.numel() == 0:
+            continue
+        r0, r1, c0, c1 = int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
+        sy, sx = max(1, round(h / oh)), max(1, round(w / ow))
+        fields[name] = ReceptiveField(
+            size=(r1 - r0 + 1, c1 - c0 + 1),
+            stride=(sy, sx),
+            offset=(y0 * sy - r0, x0 * sx - c0),
+            clipped=r0 == 0 or c0 == 0 or r1 == h - 1 or c1 == w - 1,
+        )
+    return fields

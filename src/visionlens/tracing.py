@@ -1,0 +1,123 @@
+"""Running a network partly: up to a layer (`forward_until`), on from a layer's output
+(`resume_from`), and one dry run that records every module's call order and output shape
+(`trace`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import LayerError
+from .probe import resolve_layer
+
+
+class _Stop(Exception):
+    def __init__(self, value: torch.Tensor) -> None:
+        self.value = value
+
+
+def _first(output: Any) -> Any:
+    return output[0] if isinstance(output, (tuple, list)) else output
+
+
+def forward_until(net: nn.Module, x: torch.Tensor, layer: str) -> torch.Tensor:
+    """Run `net` on `x` only as far as `layer` and return that layer's output."""
+    module = resolve_layer(net, layer)
+
+    def stop(m: nn.Module, i: Any, o: Any) -> None:
+        raise _Stop(_first(o))
+
+    handle = module.register_forward_hook(stop)
+    try:
+        net(x)
+    except _Stop as s:
+        return s.value
+    finally:
+        handle.remove()
+    raise LayerError(f"layer {layer!r} did not run in the forward pass")
+
+
+@dataclass
+class Trace:
+    """What one dry-run forward saw of each module: call order and output shape."""
+
+    order: list[str]
+    shapes: dict[str, tuple[int, ...]]
+    calls: dict[str, int]
+    start: dict[str, int]
+    end: dict[str, int]
+
+
+def trace(net: nn.Module, x: torch.Tensor) -> Trace:
+    """One forward pass recording, for every named module, when it started and ended and its
+    output shape (batch dimension dropped)."""
+    counter = [0]
+    t = Trace([], {}, {}, {}, {})
+    handles = []
+    for name, m in net.named_modules():
+        if not name:
+            continue
+
+        def pre(mod: nn.Module, inp: Any, name: str = name) -> None:
+            counter[0] += 1
+            t.start.setdefault(name, counter[0])
+            t.calls[name] = t.calls.get(name, 0) + 1
+
+        def post(mod: nn.Module, inp: Any, out: Any, name: str = name) -> None:
+            counter[0] += 1
+            t.end[name] = counter[0]
+            o = _first(out)
+            if isinstance(o, torch.Tensor):
+                t.shapes.setdefault(name, tuple(o.shape[1:]))
+            if name not in t.order:
+                t.order.append(name)
+
+        handles += [m.register_forward_pre_hook(pre), m.register_forward_hook(post)]
+    try:
+        with torch.inference_mode():
+            net(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return t
+
+
+@contextmanager
+def resume_from(net: nn.Module, tr: Trace, layer: str, value: torch.Tensor) -> Iterator[None]:
+    """Within this context a forward pass skips everything that ran before `layer` (and
+    `layer` itself) and continues from `value` as that layer's output.
+
+    The skipped modules return uninitialised tensors of their recorded shapes, which is
+    exact when `layer`'s output is the only value the rest of the network reads (a cut
+    between two blocks of a sequential stage). Callers verify that on a sample.
+    """
+    cut_start = tr.start[layer]
+    batch = value.shape[0]
+    names = [n for n in tr.order if tr.end[n] < cut_start and tr.calls.get(n) == 1]
+    # only the outermost finished modules need stubbing
+    stubs = [n for n in names if not any(n.startswith(p + ".") for p in names)]
+    modules = dict(net.named_modules())
+    patched: list[tuple[nn.Module, Any]] = []  # (module, its own forward attribute if any)
+
+    def empty(shape: tuple[int, ...]) -> Callable[..., torch.Tensor]:
+        return lambda *a, **k: value.new_empty((batch, *shape))
+
+    try:
+        for n in stubs:
+            if n in tr.shapes:
+                patched.append((modules[n], modules[n].__dict__.get("forward")))
+                modules[n].forward = empty(tr.shapes[n])  # type: ignore[method-assign]
+        patched.append((modules[layer], modules[layer].__dict__.get("forward")))
+        modules[layer].forward = lambda *a, **k: value  # type: ignore[method-assign]
+        yield
+    finally:
+        for m, own in reversed(patched):
+            if own is None:
+                del m.forward
+            else:
+                m.forward = own  # type: ignore[method-assign]
