@@ -2,7 +2,8 @@
 # `make demo` writes the HTML report of the bundled model on the bundled images into demo/;
 # `make gallery` writes one picture per technique into docs/gallery.
 # `make test` runs ruff and the whole suite (as CI does); `make test-fast` leaves out the tests
-# marked slow (over about 5 s each on 2 CPU cores).
+# marked slow (over about 5 s each on 2 CPU cores, the browser tests among them) and so needs
+# no chromium.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -68,7 +69,7 @@ test: $(STAMP) chromium
 	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m pytest
 
-test-fast: $(STAMP) chromium
+test-fast: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m pytest -m "not slow"
 

@@ -35,7 +35,7 @@ Curve = list[tuple[float, float]]  # (seconds since start, tutorial loss)
 
 def unit_act(model: vl.Model, img01: torch.Tensor) -> float:
     """The common measurement: mean of channel UNIT of LAYER for an image in [0, 1], no transforms."""
-    return float(vl.activations(model, model.preprocessing.normalize(img01), LAYER)[0, UNIT].mean())
+    return float(vl.activations(model, model.to_input(img01), LAYER)[0, UNIT].mean())
 
 
 def vis_bench(model: vl.Model, steps: int, repeats: int) -> list[str]:
@@ -154,8 +154,8 @@ def run_visionlens(model: vl.Model, net: nn.Module, content: torch.Tensor, style
 
     t0 = time.perf_counter()
     synthesize(
-        model, objective, init=content, steps=n, lr=1.0, optimizer="lbfgs", param="fourier", transforms=None,
-        redirect_steps=0, seed=0, save_every=1, on_frame=frame,
+        model, objective, init=model.to_input(content), steps=n, lr=1.0, optimizer="lbfgs", param="fourier",
+        transforms=None, redirect_steps=0, seed=0, save_every=1, on_frame=frame,
     )  # fmt: skip
     return curve
 
@@ -191,13 +191,11 @@ def style_bench(model: vl.Model, closures: int, steps: int) -> list[str]:
 
 MEMORY_CODE = """
 import resource, sys, torch, visionlens as vl
-from visionlens.images import image_tensor
-from visionlens.synthesis.recipes import style_transfer
 torch.set_num_threads(int(sys.argv[2]))
 m = vl.load_model()
-c, s = image_tensor("chelsea", 512), image_tensor("coffee", 512)
+c, s = m.prepare("chelsea", 512), m.prepare("coffee", 512)
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-r = style_transfer(m, c, s, steps=int(sys.argv[1]))
+r = vl.style_transfer(m, c, s, steps=int(sys.argv[1]))
 print(base / 1024, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, tuple(r.images.shape))
 """
 

@@ -6,7 +6,7 @@ whose docstring lacks the full form. Prints nothing and exits 0 when there is no
 
 Public means: the module itself, and every class, function and method (of a public class) whose
 name does not start with an underscore; functions nested in functions, `@overload` stubs and
-property setters are not counted. The full form, for what a package's `__all__` names:
+property setters are not counted. The full form, for what any `__all__` names:
 
 - a function: `Args:` (when it takes any), `Returns:` (or `Yields:`; not when it returns None)
   and `Example:`;
@@ -245,8 +245,7 @@ def incomplete_exports(modules: dict[str, Module]) -> list[str]:
     out = []
     reported: set[tuple[Path, int]] = set()  # one line per definition exported twice
     for mod in modules.values():
-        names = _all_names(mod) if mod.is_package else None
-        for name in names or []:
+        for name in _all_names(mod) or []:
             where = f"{mod.name}.__all__ entry {name!r}"
             d = find_definition(modules, mod.name, name)
             if d is None:

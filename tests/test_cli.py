@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from visionlens.cli import main
+from visionlens.cli.app import app, as_flags, option_flags
 
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -25,7 +26,19 @@ def test_classify(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0 and "espresso" in out and "tiger cat" in out
 
 
-@pytest.mark.parametrize("method", ["gradient", "smoothgrad", "guided", "gradcam", "guided-gradcam"])
+SLOW = pytest.mark.slow  # over about 5 s on 2 cores
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        "gradient",
+        pytest.param("smoothgrad", marks=SLOW),
+        "guided",
+        pytest.param("gradcam", marks=SLOW),
+        pytest.param("guided-gradcam", marks=SLOW),
+    ],
+)
 def test_saliency_writes_png_and_array(tmp_path: Path, capsys: pytest.CaptureFixture[str], method: str) -> None:
     out = tmp_path / "s.png"
     extra = ["--samples", "4"] if method == "smoothgrad" else []
@@ -37,31 +50,49 @@ def test_saliency_writes_png_and_array(tmp_path: Path, capsys: pytest.CaptureFix
     assert arr.shape[-2:] == (224, 224) and np.abs(arr).max() > 0
 
 
-def test_other_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    cmds = [
-        ["activations", "chelsea", "--layer", "blocks.2", "-o", str(tmp_path / "a.png"), "--save-array"],
-        ["activations", "chelsea", "--layer", "blocks.2", "--channels", "0,3", "-o", str(tmp_path / "a2.png")],
-        ["filters", "-o", str(tmp_path / "f.png")],
-        ["filters", "--layer", "blocks.1.0.conv_dw", "-o", str(tmp_path / "f2.png")],
-        [
-            "occlusion",
-            "chelsea",
-            "--window",
-            "32",
-            "--stride",
-            "32",
-            "--baseline",
-            "blur",
-            "-o",
-            str(tmp_path / "o.png"),
-        ],
-        ["saliency", "chelsea", "--target", "goldfish", "-o", str(tmp_path / "g.png")],
-    ]
-    for c in cmds:
-        code, _, err = run(capsys, *c)
-        assert code == 0, (c, err)
-    assert np.load(tmp_path / "a.npy").shape == (40, 28, 28)
-    assert _pngs(tmp_path) == ["a.npy", "a.png", "a2.png", "f.png", "f2.png", "g.png", "o.png"]
+# each command, with the files it must leave in an empty folder (and nothing else)
+OTHER = {
+    "activations": (
+        ["activations", "chelsea", "--layer", "blocks.2", "-o", "a.png", "--save-array"], ["a.npy", "a.png"]
+    ),
+    "activations-channels": (
+        ["activations", "chelsea", "--layer", "blocks.2", "--channels", "0,3", "-o", "a2.png"], ["a2.png"]
+    ),
+    "activations-channel-range": (
+        ["activations", "chelsea", "--layer", "blocks.2", "--channels", "0-2,7", "-o", "a3.png"], ["a3.png"]
+    ),
+    "filters": (["filters", "-o", "f.png"], ["f.png"]),
+    "filters-layer": (["filters", "--layer", "blocks.1.0.conv_dw", "-o", "f2.png"], ["f2.png"]),
+    "occlusion": pytest.param(
+        ["occlusion", "chelsea", "--window", "32", "--stride", "32", "--baseline", "blur", "-o", "o.png"], ["o.png"],
+        marks=SLOW,
+    ),
+    "saliency-target": (["saliency", "chelsea", "--target", "goldfish", "-o", "g.png"], ["g.png"]),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("args", "files"), list(OTHER.values()), ids=list(OTHER))
+def test_other_commands(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, args: list[str],
+    files: list[str],
+) -> None:  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, *args)
+    assert code == 0, (args, err)
+    assert _pngs(tmp_path) == files
+    assert f"wrote {files[-1]}" in out
+    if "a.npy" in files:
+        assert np.load(tmp_path / "a.npy").shape == (40, 28, 28)
+        assert "wrote a.png and a.npy" in out
+
+
+def test_default_output_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(capsys, "filters", "--max", "8")
+    assert code == 0, err
+    assert _pngs(tmp_path) == ["filters-conv_stem.png"]
 
 
 def test_layers_command(capsys: pytest.CaptureFixture[str]) -> None:
@@ -88,11 +119,15 @@ BAD = [
     (["saliency", "chelsea", "--target", "1000"], "out of range"),
     (["saliency", "chelsea", "--target", "no such class"], "unknown class name"),
     (["saliency", "chelsea", "--method", "gradcam", "--layer", "blocks.9"], "no layer named"),
-    (["saliency", "chelsea", "--method", "gradcam", "--layer", "classifier"], "not a spatial"),
+    (["saliency", "chelsea", "--method", "gradcam", "--layer", "classifier"], "not a map"),
     (["activations", "chelsea", "--layer", "classifier"], "no spatial output"),
     (["activations", "chelsea", "--layer", "blocks.2", "--channels", "99"], "out of range"),
+    (["activations", "chelsea", "--layer", "blocks.2", "--channels", "x"], "--channels must be integers"),
     (["filters", "--layer", "bn1"], "not a Conv2d"),
     (["occlusion", "chelsea", "--window", "500"], "larger than"),
+    # library errors name parameters in backticks; the CLI writes them as the command's flags
+    (["occlusion", "chelsea", "--window", "500"], "use a smaller --window"),
+    (["occlusion", "chelsea", "--window", "0"], "--window and --stride must be positive"),
     (["saliency", "chelsea", "-o", "{folder}"], "output must be a .png"),
     (["saliency", "chelsea", "--device", "cuda:0"], "cuda"),
     (["saliency", "chelsea", "--weights", "{notes.png}"], "not a readable"),
@@ -126,58 +161,105 @@ def test_bad_input_one_line_exit_2(
     assert _pngs(out) == []  # nothing written, not even a temporary file
 
 
+def test_ctrl_c_exits_130(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from visionlens.cli.options import ModelSpec
+
+    def interrupted(self: ModelSpec) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ModelSpec, "load", interrupted)
+    code, _, err = run(capsys, "classify", "chelsea")
+    assert code == 130 and "interrupted" in err and "Traceback" not in err
+
+
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "saliency", "chelsea", "--method", "nope")
     assert code == 2 and "Traceback" not in err
 
 
-def test_synthesis_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def _commands() -> dict[str, object]:
+    import typer
+    import typer.core
+
+    group = typer.main.get_command(app)
+    assert isinstance(group, typer.core.TyperGroup)
+    return dict(group.commands)
+
+
+@pytest.mark.parametrize(
+    ("command", "message", "expected"),
+    [
+        ("occlusion", "`window` and `stride` must be positive", "--window and --stride must be positive"),
+        ("dream", "`octaves` must be >= 1 and `octave_scale` > 1", "--octaves must be >= 1 and --octave-scale > 1"),
+        ("invert", "a `tv_weight` below 0", "a --tv below 0"),
+        ("neighbors", "choose another folder with `cache_dir`", "choose another folder with --cache"),
+        ("neighbors", "`k` 9 is more than 8", "-k 9 is more than 8"),
+        ("report", "`max_images` must be at least 1", "--max-images must be at least 1"),
+        ("saliency", "pass `trust_checkpoint` only if", "pass --trust-checkpoint only if"),
+        ("classify", "use `model` timm:NAME with `weights` x.pt", "use --model timm:NAME with --weights x.pt"),
+        # not an identifier, or not an option of this command: left as written
+        ("activations", "pick a layer (see `visionlens layers`)", "pick a layer (see `visionlens layers`)"),
+        ("classify", "`window` is not an option of classify", "`window` is not an option of classify"),
+    ],
+)
+def test_backticked_parameters_become_flags(command: str, message: str, expected: str) -> None:
+    assert as_flags(message, option_flags(_commands()[command])) == expected
+
+
+def test_every_command_takes_the_model_options_once() -> None:
+    for name, command in _commands().items():
+        flags = option_flags(command)
+        assert {flags[n] for n in ("model", "weights", "trust_checkpoint", "device")} == {
+            "--model", "--weights", "--trust-checkpoint", "--device"
+        }, name  # fmt: skip
+
+
+# each synthesis command, the files it must write, and a check of the result
+SYNTH = {
+    "visualize-units": pytest.param(
+        ["visualize", "--layer", "blocks.2", "--unit", "0-1", "--steps", "4", "--size", "48", "--save-every", "2",
+         "-o", "v.png"],
+        ["v-000002.png", "v-000004.png", "v.png"],
+        marks=SLOW,
+    ),
+    "visualize-class": (
+        ["visualize", "--class", "goldfish", "--steps", "2", "--size", "48", "-o", "c.png"], ["c.png"]
+    ),
+    "dream": (
+        ["dream", "chelsea", "--layer", "blocks.2", "--size", "64", "--octaves", "2", "--steps", "2", "-o", "d.png"],
+        ["d.png"],
+    ),
+    "invert": pytest.param(
+        ["invert", "chelsea", "--layer", "blocks.1", "--steps", "3", "-o", "i.png"], ["i.png"], marks=SLOW
+    ),
+    "gram": (
+        ["gram", "chelsea", "--layer", "blocks.2", "--top", "3", "-o", "g.png", "--save-array"], ["g.npy", "g.png"]
+    ),
+    "texture": (["texture", "brick", "--size", "48", "--steps", "3", "-o", "t.png"], ["t.png"]),
+    "style": (["style", "chelsea", "{grey}", "--size", "48", "--steps", "3", "-o", "s.png"], ["s.png"]),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("args", "files"), list(SYNTH.values()), ids=list(SYNTH))
+def test_synthesis_commands(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, args: list[str],
+    files: list[str],
+) -> None:  # fmt: skip
+    out = tmp_path / "out"
+    out.mkdir()
+    monkeypatch.chdir(out)
     grey = tmp_path / "grey style.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 70), dtype=np.uint8), "L").save(grey)
-    cmds = [
-        [
-            "visualize",
-            "--layer",
-            "blocks.2",
-            "--unit",
-            "0-1",
-            "--steps",
-            "4",
-            "--size",
-            "48",
-            "--save-every",
-            "2",
-            "-o",
-            str(tmp_path / "v.png"),
-        ],
-        ["visualize", "--class", "goldfish", "--steps", "2", "--size", "48", "-o", str(tmp_path / "c.png")],
-        [
-            "dream",
-            "chelsea",
-            "--layer",
-            "blocks.2",
-            "--size",
-            "64",
-            "--octaves",
-            "2",
-            "--steps",
-            "2",
-            "-o",
-            str(tmp_path / "d.png"),
-        ],
-        ["invert", "chelsea", "--layer", "blocks.1", "--steps", "3", "-o", str(tmp_path / "i.png")],
-        ["gram", "chelsea", "--layer", "blocks.2", "--top", "3", "-o", str(tmp_path / "g.png"), "--save-array"],
-        ["texture", "brick", "--size", "48", "--steps", "3", "-o", str(tmp_path / "t.png")],
-        ["style", "chelsea", str(grey), "--size", "48", "--steps", "3", "-o", str(tmp_path / "s.png")],
-    ]
-    for c in cmds:
-        code, _, err = run(capsys, *c)
-        assert code == 0, (c, err)
-    names = _pngs(tmp_path)
-    for n in ["v.png", "v-000002.png", "v-000004.png", "c.png", "d.png", "i.png", "g.png", "g.npy", "t.png", "s.png"]:
-        assert n in names
-    assert Image.open(tmp_path / "s.png").size == (72, 48)  # content's aspect; the grey style was converted
-    assert np.load(tmp_path / "g.npy").shape == (40, 40)
+    code, _, err = run(capsys, *(a.replace("{grey}", str(grey)) for a in args))
+    assert code == 0, (args, err)
+    assert _pngs(out) == files
+    assert "Traceback" not in err
+    if args[0] != "gram":  # stderr is no terminal here: the progress helper prints plain lines
+        assert "done" in err.splitlines()[-1], err
+    if args[0] == "style":
+        assert Image.open(out / "s.png").size == (72, 48)  # content's aspect; the grey style was converted
+    if args[0] == "gram":
+        assert np.load(out / "g.npy").shape == (40, 40)
 
 
 SYNTH_BAD = [
@@ -186,6 +268,7 @@ SYNTH_BAD = [
     (["visualize", "--class", "no such class", "--steps", "1"], "unknown class name"),
     (["visualize", "--steps", "1"], "give --layer and --unit"),
     (["visualize", "--layer", "blocks.4", "--unit", "x", "--steps", "1"], "--unit must be"),
+    (["visualize", "--layer", "blocks.4", "--unit", "1,2", "--diversity", "2", "--steps", "1"], "--diversity makes"),
     (["gram", "chelsea", "--layer", "classifier"], "no spatial output"),
     (["style", "chelsea", "missing.png", "--steps", "1"], "no such file"),
 ]

@@ -79,6 +79,7 @@ def test_knn_faiss_equals_torch_fallback() -> None:
         knn(base[:5], q, 5, exclude=[0] * 7)
 
 
+@pytest.mark.slow
 def test_tsne_map_is_trustworthy(digits_pass) -> None:  # type: ignore[no-untyped-def]
     emb = embed(np.asarray(digits_pass.features(DIGITS_LAYER)), "tsne", digits_pass.collection.labels)
     assert emb.coords.shape == (1797, 2)
@@ -86,6 +87,7 @@ def test_tsne_map_is_trustworthy(digits_pass) -> None:  # type: ignore[no-untype
     assert emb.knn_accuracy is not None and emb.knn_accuracy >= 0.9
 
 
+@pytest.mark.slow
 def test_pca_and_umap_maps(digits_pass) -> None:  # type: ignore[no-untyped-def]
     x = np.asarray(digits_pass.features(DIGITS_LAYER))[:400]
     labels = digits_pass.collection.labels[:400]
@@ -119,16 +121,17 @@ def test_top_patches_match_brute_force(bundled: vl.Model, tmp_path: Path) -> Non
     acts, order = _brute_top(bundled, res.collection, layer, 5)
     top = res.top(layer)
     np.testing.assert_array_equal(top.rows, order)
-    w = acts.shape[-1]
-    for c in range(0, acts.shape[1], 7):
-        for i in range(5):
-            y, x = top.positions[c, i]
-            again = float(acts[top.rows[c, i], c, y, x])
-            assert again == pytest.approx(float(top.values[c, i]), rel=1e-4, abs=1e-5)
-            assert again == pytest.approx(float(acts[top.rows[c, i], c].max()), rel=1e-4, abs=1e-5)
-            assert 0 <= x < w
+    a = acts.numpy()
+    n_ch, h, w = a.shape[1:]
+    ys, xs = top.positions[..., 0], top.positions[..., 1]  # (C, 5) each
+    assert ((ys >= 0) & (ys < h) & (xs >= 0) & (xs < w)).all()
+    chan = np.arange(n_ch)[:, None]
+    again = a[top.rows, chan, ys, xs]  # the activation at each recorded position, every channel
+    np.testing.assert_allclose(again, top.values, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(again, a.max((2, 3))[top.rows, chan], rtol=1e-4, atol=1e-5)  # the map's maximum
     patches = top_patches(bundled, res, layer, [0, 5], k=3)
     rf = vl.receptive_fields(bundled.net, 224, [layer])[layer]
+    assert sorted(patches) == [0, 5]
     for u, plist in patches.items():
         assert [p.row for p in plist] == list(top.rows[u, :3])
         for p in plist:
@@ -165,12 +168,11 @@ def test_resume_after_interruption_equals_uninterrupted(digits_model: vl.Model, 
     )
     assert seen[0] == 5 * 64  # started after the checkpoint, not from scratch
     for name in [*layers, "pixels"]:
-        np.testing.assert_array_equal(resumed.features(name), whole.features(name))
+        np.testing.assert_array_equal(resumed.features(name), whole.features(name), err_msg=name)
     for name in layers:
         a, b = whole.top(name), resumed.top(name)
-        np.testing.assert_array_equal(a.values, b.values)
-        np.testing.assert_array_equal(a.rows, b.rows)
-        np.testing.assert_array_equal(a.positions, b.positions)
+        for part in ("values", "rows", "positions"):
+            np.testing.assert_array_equal(getattr(a, part), getattr(b, part), err_msg=f"{name} top {part}")
 
 
 def test_cache_reused_only_for_the_same_work(digits_model: vl.Model, tmp_path: Path) -> None:

@@ -10,10 +10,10 @@ import visionlens as vl
 from visionlens.errors import ImageError
 
 
-def test_samples_load() -> None:
-    for name in vl.sample_names():
-        img = vl.sample_image(name)
-        assert img.mode == "RGB" and min(img.size) >= 64
+@pytest.mark.parametrize("name", vl.sample_names())
+def test_samples_load(name: str) -> None:
+    img = vl.sample_image(name)
+    assert img.mode == "RGB" and min(img.size) >= 64
 
 
 @pytest.mark.parametrize("mode", ["L", "RGBA", "P", "I;16", "CMYK", "LA", "1", "F"])
@@ -53,18 +53,21 @@ def test_decompression_bomb_refused(tmp_path: Path) -> None:
         vl.load_image(tmp_path / "bomb.png")
 
 
-def test_bad_files(tmp_path: Path) -> None:
-    (tmp_path / "empty.png").write_bytes(b"")
-    (tmp_path / "text.png").write_text("hello")
-    Image.new("RGB", (64, 64), "blue").save(tmp_path / "ok.png")
-    data = (tmp_path / "ok.png").read_bytes()
-    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
-    for name, match in [
+@pytest.mark.parametrize(
+    ("name", "match"),
+    [
         ("missing.png", "no such file"),
         ("empty.png", "empty file"),
         ("text.png", "not an image"),
         ("cut.png", "truncated"),
         ("", "directory"),
-    ]:
-        with pytest.raises(ImageError, match=match):
-            vl.load_image(tmp_path / name)
+    ],
+)
+def test_bad_files(tmp_path: Path, name: str, match: str) -> None:
+    (tmp_path / "empty.png").write_bytes(b"")
+    (tmp_path / "text.png").write_text("hello")
+    Image.new("RGB", (64, 64), "blue").save(tmp_path / "ok.png")
+    data = (tmp_path / "ok.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageError, match=match):
+        vl.load_image(tmp_path / name)

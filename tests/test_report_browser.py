@@ -21,7 +21,8 @@ from .conftest import CHROMIUM, needs_chromium  # noqa: F401 - test_dataset_cli 
 from .report_helpers import EVIL, FAKE_DATASET, LAYER, TINY, image_folder
 
 pytest.importorskip("playwright.sync_api")
-pytestmark = needs_chromium
+# slow: the site is built once for the module (10-40 s on 2 cores), then Chromium drives it
+pytestmark = [needs_chromium, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

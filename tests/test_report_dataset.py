@@ -4,7 +4,7 @@ from a small labelled folder and checked in headless Chromium."""
 from __future__ import annotations
 
 import re
-import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,13 +15,12 @@ import visionlens as vl
 from visionlens.report import build_report
 from visionlens.report.dataset_page import PATCHES, extension
 
+from .conftest import needs_chromium
 from .report_helpers import LAYER, TINY
-from .test_report_browser import ARGS, CHROMIUM, Watched, sync_api
+from .test_report_browser import Watched
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("chromium") is None and not Path(CHROMIUM).exists(),
-    reason="Debian's chromium is not installed (make test installs it)",
-)
+# slow: a dataset pass with t-SNE and UMAP maps and a site built once for the module (30 s or more)
+pytestmark = [needs_chromium, pytest.mark.slow]
 
 
 NAMES = ("chelsea", "coffee", "rocket")
@@ -77,33 +76,35 @@ def test_dataset_page_and_unit_patches_are_written(built: Path) -> None:
     assert len(list((built / "figures" / "dataset" / "thumbs").glob("*.png"))) == READABLE
 
 
-def test_dataset_page_in_the_browser(built: Path) -> None:
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu",
-                                    "--disable-background-networking", "--disable-component-update"])  # fmt: skip
-        w = Watched(browser, built.as_uri() + "/")
-        try:
-            for page in ("dataset.html", "units.html"):
-                w.open(page)
-                widths = w.page.eval_on_selector_all("img", "els => els.map(e => e.naturalWidth)")
-                assert widths and min(widths) > 0, page
-            w.open("dataset.html")
-            for method in ("pca", "tsne", "umap"):
-                view = w.page.locator(f".embedmap[data-map='dataset-{method}']")
-                view.scroll_into_view_if_needed()
-                pt = w.page.evaluate(f"() => window.VL_MAP_VIEWS['dataset-{method}'].screenPoint(3)")
-                w.page.mouse.move(pt["x"], pt["y"])
-                tip = view.locator(".vl-tip")
-                tip.wait_for(state="visible")
-                assert "(" in tip.inner_text()  # "path (label)"
-                sel = f".embedmap[data-map='dataset-{method}'] .vl-tip img"
-                w.page.wait_for_function(
-                    "s => { const i = document.querySelector(s); return i && i.complete && i.naturalWidth > 0 }",
-                    arg=sel,
-                )
-                assert "figures/dataset/thumbs/" in (view.locator(".vl-tip img").get_attribute("src") or "")
-                w.page.mouse.move(2, 2)
-            assert not w.problems and not w.dialogs
-        finally:
-            w.close()
-            browser.close()
+@pytest.fixture()
+def w(browser, built: Path) -> Iterator[Watched]:  # type: ignore[no-untyped-def]
+    with Watched(browser, built.as_uri() + "/") as watched:
+        yield watched
+
+
+@pytest.mark.parametrize("page", ["dataset.html", "units.html"])
+def test_pages_show_their_pictures_in_the_browser(w: Watched, page: str) -> None:
+    w.open(page)
+    widths = w.page.eval_on_selector_all("img", "els => els.map(e => e.naturalWidth)")
+    assert widths and min(widths) > 0
+    assert not w.problems and not w.dialogs
+
+
+@pytest.mark.parametrize("method", ["pca", "tsne", "umap"])
+def test_hover_on_the_dataset_map_shows_the_image(w: Watched, method: str) -> None:
+    w.open("dataset.html")
+    view = w.page.locator(f".embedmap[data-map='dataset-{method}']")
+    view.scroll_into_view_if_needed()
+    pt = w.page.evaluate(f"() => window.VL_MAP_VIEWS['dataset-{method}'].screenPoint(3)")
+    w.page.mouse.move(pt["x"], pt["y"])
+    tip = view.locator(".vl-tip")
+    tip.wait_for(state="visible")
+    # "path (label)": the label is the image's folder
+    assert re.fullmatch(r"(?:.*/)?(chelsea|coffee|rocket)/\d-\d\.jpg \(\1\)", tip.inner_text())
+    sel = f".embedmap[data-map='dataset-{method}'] .vl-tip img"
+    w.page.wait_for_function(
+        "s => { const i = document.querySelector(s); return i && i.complete && i.naturalWidth > 0 }",
+        arg=sel,
+    )
+    assert (view.locator(".vl-tip img").get_attribute("src") or "").startswith("figures/dataset/thumbs/")
+    assert not w.problems and not w.dialogs

@@ -48,6 +48,8 @@ def digits_cnn_net() -> nn.Module:
 
 
 def load_digits_cnn(weights: bool = True) -> Model:
+    """The bundled digits CNN as a `Model` (8-px input, labels "0".."9"); `weights=False`
+    leaves it untrained (for training it)."""
     net = digits_cnn_net()
     if weights:
         ref = resources.files("visionlens") / "data" / "digits_cnn.pt"
@@ -82,6 +84,7 @@ def digits_tensor(images: np.ndarray) -> torch.Tensor:
 
 
 def accuracy(model: Model, indices: np.ndarray) -> float:
+    """The fraction of the digits at `indices` that `model` classifies correctly, in [0, 1]."""
     images, labels = digits_arrays()
     with torch.inference_mode():
         pred = model.net.eval()(digits_tensor(images[indices]).to(model.device)).argmax(1).cpu().numpy()

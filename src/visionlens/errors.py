@@ -26,7 +26,19 @@ class VisionlensError(Exception):
 
 
 class ImageError(VisionlensError):
-    """An image path that is missing, unreadable or not an image."""
+    """An image path that is missing, unreadable or not an image.
+
+    Args:
+        message: the path, what is wrong with it and what to give instead.
+
+    Example:
+        >>> from visionlens.errors import ImageError
+        >>> try:
+        ...     vl.load_image("no-such-photo.jpg")
+        ... except ImageError as e:
+        ...     print(str(e).split(":")[0])
+        no-such-photo.jpg
+    """
 
 
 class ModelError(VisionlensError):

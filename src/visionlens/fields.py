@@ -24,8 +24,14 @@ class ReceptiveField:
     clipped: bool = False  # the field reached the input border: size is a lower bound
 
     def span(self, j: int, axis: int) -> tuple[int, int]:
+        """Input pixels [lo, hi) seen by output position `j` along `axis` (0: rows, 1:
+        columns); may reach past the input's border."""
         lo = j * self.stride[axis] - self.offset[axis]
         return lo, lo + self.size[axis]
+
+    def size_text(self) -> str:
+        """The field's side for a table: `43`, or `>=219` when it reached the input border."""
+        return f">={self.size[0]}" if self.clipped else str(self.size[0])
 
 
 def _positive_copy(net: nn.Module) -> nn.Module:
@@ -63,10 +69,29 @@ def receptive_fields(
     net: nn.Module, input_size: int | tuple[int, int], layers: Sequence[str]
 ) -> dict[str, ReceptiveField]:
     """Receptive field of each named layer with a spatial (N, C, H, W) output, measured by
-    backpropagating from one output position of a positive copy of the network."""
+    backpropagating from one output position of a positive copy of the network.
+
+    Args:
+        net: the network (not modified: a float copy is measured).
+        input_size: the input's side, or its (H, W), in px.
+        layers: dotted layer names.
+
+    Returns:
+        {layer: ReceptiveField} for the layers with a spatial output of at least 2 x 2; the
+        others (and every layer of a network the copy cannot run) are left out.
+
+    Example:
+        >>> fields = vl.receptive_fields(vl.load_model().net, 224, ["blocks.1", "blocks.3"])
+        >>> fields["blocks.1"].size, fields["blocks.1"].stride, fields["blocks.3"].size
+        ((19, 19), (4, 4), (147, 147))
+    """
     h, w = (input_size, input_size) if isinstance(input_size, int) else input_size
+    try:
+        pos = _positive_copy(net)
+    except Exception:  # noqa: BLE001 - a network that cannot be copied (torch.export modules) has no fields
+        return {}
     with torch.inference_mode(False):
-        return _receptive_fields(_positive_copy(net), h, w, layers)
+        return _receptive_fields(pos, h, w, layers)
 
 
 def _receptive_fields(pos: nn.Module, h: int, w: int, layers: Sequence[str]) -> dict[str, ReceptiveField]:

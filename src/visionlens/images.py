@@ -63,6 +63,14 @@ SAMPLES: dict[str, Callable[[], np.ndarray]] = {
     "china": _sklearn("china.jpg"),
     "flower": _sklearn("flower.jpg"),
 }
+"""The bundled sample photographs: name -> a function reading it as a uint8 array, (H, W, 3)
+or, for the grey textures brick, grass and gravel, (H, W).
+
+Example:
+    >>> from visionlens.images import SAMPLES
+    >>> SAMPLES["coffee"]().shape
+    (400, 600, 3)
+"""
 
 
 def _stereo_left() -> np.ndarray:
@@ -170,7 +178,21 @@ def image_tensor(
     source: str | os.PathLike[str] | Image.Image | np.ndarray, size: int | None = None, square: bool = False
 ) -> torch.Tensor:
     """An image as a (1, 3, H, W) float tensor in [0, 1]. `size` sets the shorter side
-    (bicubic); `square` then centre-crops to size x size."""
+    (bicubic); `square` then centre-crops to size x size. This is a picture, not model input:
+    `model.to_input` normalizes it (or use `model.prepare(source, size=...)` directly).
+
+    Args:
+        source: a file path, a bundled sample name, a PIL image or an array (see `load_image`).
+        size: the shorter side, in px; None keeps the image's own size.
+        square: with `size`, centre-crop to size x size.
+
+    Returns:
+        (1, 3, H, W) float32 RGB in [0, 1], on the CPU.
+
+    Example:
+        >>> vl.image_tensor("chelsea", 96).shape, vl.image_tensor("chelsea", 96, square=True).shape
+        (torch.Size([1, 3, 96, 144]), torch.Size([1, 3, 96, 96]))
+    """
     import torch
     from torchvision.transforms import functional as TF
 
@@ -180,3 +202,16 @@ def image_tensor(
         if square:
             img = TF.center_crop(img, [size, size])
     return TF.to_tensor(img).unsqueeze(0).to(torch.float32)
+
+
+def psnr(image: torch.Tensor | np.ndarray, reference: torch.Tensor | np.ndarray) -> float:
+    """Peak signal-to-noise ratio, in dB, of a picture against a reference of the same shape,
+    both in [0, 1] (tensors on any device, or arrays). Identical pictures give 120 dB."""
+    import torch
+
+    a, b = (
+        v.detach().cpu().double().numpy() if isinstance(v, torch.Tensor) else np.asarray(v, np.float64)
+        for v in (image, reference)
+    )
+    mse = float(((a - b) ** 2).mean())
+    return float(10 * np.log10(1 / max(mse, 1e-12)))

@@ -16,7 +16,7 @@ from .tracing import forward_until, trace
 
 
 @overload
-def activations(model: Model | nn.Module, x: torch.Tensor, layer: str) -> torch.Tensor: ...
+def activations(model: Model | nn.Module, x: torch.Tensor, layer: str) -> torch.Tensor: ...  # type: ignore[overload-overlap]  # a str is a Sequence[str] too; this first overload wins for it
 @overload
 def activations(model: Model | nn.Module, x: torch.Tensor, layer: Sequence[str]) -> dict[str, torch.Tensor]: ...
 

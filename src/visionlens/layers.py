@@ -5,6 +5,7 @@ never from layer names."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -13,8 +14,9 @@ from torch import nn
 
 from .errors import ArgumentError, LayerError
 from .fields import ReceptiveField, receptive_fields
+from .layermaps import MapLayout, trace_layouts
 from .models import Model, as_model
-from .probe import resolve_layer
+from .probe import Probe, resolve_layer
 from .tracing import Trace, trace
 
 
@@ -27,6 +29,11 @@ class LayerInfo:
         type: the module's class name.
         shape: its output shape without the batch dimension; None when it never ran.
         field: its receptive field on the model's input, for spatial outputs.
+
+    Example:
+        >>> row = [r for r in vl.layer_table(vl.load_model()) if r.name == "blocks.3"][0]
+        >>> row.type, row.shape, row.field.size
+        ('Sequential', (80, 14, 14), (147, 147))
     """
 
     name: str
@@ -80,18 +87,79 @@ def first_conv(net: nn.Module) -> str:
     raise LayerError("the model has no Conv2d layer")
 
 
+def layer_layouts(model: Model | nn.Module, input_size: int | None = None) -> dict[str, MapLayout]:
+    """How every layer's output is laid out (channels-first or channels-last map, tokens on a
+    patch grid, vector, other), from one dry run; `Model.layouts` overrides win.
+
+    Args:
+        model: a `Model` or any `nn.Module`.
+        input_size: the side of the dry run's zero image, px; default: the model's.
+
+    Returns:
+        Layer name -> `MapLayout`, for every module that ran.
+
+    Example:
+        >>> vl.layer_layouts(vl.load_model())["blocks.2"].kind
+        'channels_first'
+    """
+    model = as_model(model)
+    size = input_size or model.preprocessing.input_size
+    return {**trace_layouts(dry_run(model, size), size, model.net), **model.layouts}
+
+
+def map_layout(model: Model | nn.Module, layer: str, input_size: int | None = None) -> MapLayout:
+    """The layout of `layer`, which must be drawable as a (C, H, W) map: otherwise a one-line
+    `LayerError` naming its shape and layers that are maps."""
+    model = as_model(model)
+    resolve_layer(model.net, layer)
+    layouts = layer_layouts(model, input_size)
+    found = layouts.get(layer)
+    if found is None:
+        raise LayerError(f"layer {layer!r} did not run in the forward pass")
+    if not found.is_map:
+        maps = [n for n, lay in layouts.items() if lay.is_map and lay.grid is not None and min(lay.grid) > 1]
+        shape = "x".join(map(str, found.shape)) if found.shape else "none"
+        raise LayerError(
+            f"layer {layer!r} has output shape {shape} ({found.kind}), not a map; layers that are maps: "
+            f"{', '.join(maps[-3:]) or 'none'} (see `visionlens layers`)"
+        )
+    return found
+
+
 def last_spatial_layer(model: Model | nn.Module, input_size: int | None = None) -> str:
-    """The last module, in execution order, whose output is a (N, C, H, W) map with H, W > 1
-    (the innermost one, when a Sequential just passes its last child's output on): where
-    Grad-CAM looks and what the dataset views pool by default."""
-    net = as_model(model).net
-    tr = dry_run(model, input_size)
-    spatial = [n for n in tr.order if _is_map(tr.shapes.get(n))]
+    """Where Grad-CAM looks by default, and what the dataset views pool: the last layer whose
+    output is a map with H, W > 1 (channels-first, channels-last or a token grid).
+
+    On a CNN that is the last spatial module in execution order (the innermost one, when a
+    Sequential just passes its last child's output on). On a transformer whose head reads
+    only the class token, the last blocks' token outputs carry no gradient to the patch
+    tokens, so the layer is the last token map of the model's width whose patch tokens
+    still receive gradient: the last block's first norm (what pytorch-grad-cam's ViT
+    tutorial picks by hand).
+
+    Args:
+        model: a `Model` or any `nn.Module`.
+        input_size: the side of the dry run's zero image, px; default: the model's.
+
+    Returns:
+        The layer's dotted name. A model without a map layer is a `LayerError`.
+
+    Example:
+        >>> vl.last_spatial_layer(vl.load_model())
+        'bn2'
+    """
+    model = as_model(model)
+    size = input_size or model.preprocessing.input_size
+    tr = dry_run(model, size)
+    layouts = {**trace_layouts(tr, size, model.net), **model.layouts}
+    spatial = [n for n in tr.order if n in layouts and layouts[n].is_map and min(layouts[n].grid or (0,)) > 1]
     if not spatial:
-        raise LayerError("the model has no layer with a spatial (C, H, W) output")
+        raise LayerError("the model has no layer with a spatial output (a C x H x W map or a grid of tokens)")
     best = max(spatial, key=lambda n: tr.end[n])
+    if layouts[best].kind == "tokens":
+        return _last_token_layer(model, tr, layouts, size)
     # a Sequential ends right after its last child with the same output: name the child
-    modules = dict(net.named_modules())
+    modules = dict(model.net.named_modules())
     while isinstance(modules[best], nn.Sequential):
         child = [n for n in spatial if n.startswith(best + ".") and tr.end[n] == tr.end[best] - 1]
         if not child or tr.shapes[child[0]] != tr.shapes[best]:
@@ -100,8 +168,40 @@ def last_spatial_layer(model: Model | nn.Module, input_size: int | None = None) 
     return best
 
 
+def _last_token_layer(model: Model, tr: Trace, layouts: dict[str, MapLayout], size: int) -> str:
+    """The last token-grid layer of the model's width whose patch tokens get gradient from
+    the output (one forward and backward of a random image)."""
+    tokens = [n for n in tr.order if layouts[n].kind == "tokens" and layouts[n].grid is not None]
+    widths = Counter(layouts[n].channels for n in tokens)
+    width = widths.most_common(1)[0][0]
+    names = sorted((n for n in tokens if layouts[n].channels == width), key=lambda n: tr.end[n])
+    x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0)).to(model.device)
+    with torch.inference_mode(False), torch.enable_grad(), Probe(model.net, names) as probe:
+        out = model.net(x.requires_grad_(True))
+        out = out[0] if isinstance(out, (tuple, list)) else out
+        acts = [probe[n] for n in names]
+        grads = torch.autograd.grad(out.float().sum(), acts, allow_unused=True)
+    reached = [
+        n for n, g in zip(names, grads, strict=True) if g is not None and g[:, layouts[n].prefix :].abs().sum() > 0
+    ]
+    return reached[-1] if reached else names[-1]
+
+
 def layer_channels(model: Model | nn.Module, layer: str) -> int:
-    """Number of channels (units) of `layer`'s output, from one dry-run forward."""
+    """Number of channels (units) of `layer`'s output, from one dry-run forward (of a
+    64-px zero image).
+
+    Args:
+        model: a `Model` or any `nn.Module`.
+        layer: a dotted layer name.
+
+    Returns:
+        C of a (C, H, W) output (or the first dimension of any other output).
+
+    Example:
+        >>> vl.layer_channels(vl.load_model(), "blocks.3")
+        80
+    """
     model = as_model(model)
     resolve_layer(model.net, layer)
     shape = dry_run(model, 64).shapes.get(layer)

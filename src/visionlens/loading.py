@@ -5,9 +5,12 @@ local weights read safely (`weights_only=True`)."""
 from __future__ import annotations
 
 import importlib
+import io
+import json
 import os
 import pickle
 import sys
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -169,17 +172,74 @@ def _factory(spec: str, weights: str | None, trust: bool) -> Model:
     return model
 
 
-def _file(path: Path, trust: bool) -> Model:
+def _pickled_part(archive: zipfile.ZipFile) -> str | None:
+    """The first part of a `torch.export` archive that torch would unpickle with full trust
+    (pickled weights or constants, script or opaque objects, a .pt payload that is not plain
+    tensors), or None when it holds only tensors and the graph."""
+    from torch.export.pt2_archive.constants import TENSOR_CONSTANT_FILENAME_PREFIX, WEIGHT_FILENAME_PREFIX
+
+    plain = (WEIGHT_FILENAME_PREFIX, TENSOR_CONSTANT_FILENAME_PREFIX)
+    for name in archive.namelist():
+        if name.endswith("_config.json"):
+            for meta in json.loads(archive.read(name)).get("config", {}).values():
+                if meta.get("use_pickle") or not str(meta.get("path_name", "")).startswith(plain):
+                    return name
+        elif name.endswith(".pt"):
+            try:
+                torch.load(io.BytesIO(archive.read(name)), map_location="cpu", weights_only=True)
+            except Exception:  # noqa: BLE001 - whatever fails here needs the unrestricted unpickler
+                return name
+    return None
+
+
+def _exported(path: Path, trust: bool) -> tuple[nn.Module, int | None]:
+    """The module of a `torch.export` archive (.pt2) and its input side when the export fixed
+    it. Archives holding pickled objects load only with `trust_checkpoint`, like checkpoints."""
+    if not path.is_file():
+        raise ModelError(f"{path}: no such model file")
     try:
-        net = torch.jit.load(str(path), map_location="cpu")
-    except (RuntimeError, ValueError):
-        obj = read_checkpoint(path, trust)
-        if not isinstance(obj, nn.Module):
-            raise ModelError(
-                f"{path}: holds weights but no architecture; use e.g. `model` timm:NAME with `weights` {path}"
-            ) from None
-        net = obj
-    return Model(net.eval(), labels=labels_for(num_classes_of(net)), name=path.name)
+        with zipfile.ZipFile(path) as archive:
+            if not any(n.endswith("archive_format") for n in archive.namelist()):
+                raise ModelError(f"{path}: not a torch.export archive (write one with torch.export.save)")
+            pickled = None if trust else _pickled_part(archive)
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        raise ModelError(f"{path}: not a readable torch.export archive ({e})") from None
+    if pickled:
+        raise ModelError(
+            f"{path}: the archive holds pickled Python objects ({pickled}), which can run arbitrary code when "
+            "loaded; pass `trust_checkpoint` only if you trust its source"
+        )
+    try:
+        program = torch.export.load(path)
+        # unflattened, the graph calls the original submodules by their names, so hooks on
+        # layers, gradients and train()/eval() work as on the module that was exported
+        net = torch.export.unflatten(program)
+    except Exception as e:  # noqa: BLE001 - a damaged archive fails in many ways
+        raise ModelError(f"{path}: cannot load the torch.export archive ({str(e).splitlines()[0][:200]})") from None
+    shapes = [n.meta["val"].shape for n in program.graph.nodes if n.op == "placeholder" and n.name in
+              program.graph_signature.user_inputs and "val" in n.meta]  # fmt: skip
+    size = shapes[0][-1] if len(shapes) == 1 and isinstance(shapes[0][-1], int) else None
+    return net, size
+
+
+def _file(path: Path, trust: bool) -> Model:
+    size: int | None = None
+    if path.suffix.lower() == ".pt2":
+        net, size = _exported(path, trust)
+    else:
+        try:
+            with warnings.catch_warnings():  # TorchScript is deprecated in torch, still supported here
+                warnings.filterwarnings("ignore", "`torch.jit.load` is deprecated", FutureWarning)
+                net = torch.jit.load(str(path), map_location="cpu")
+        except (RuntimeError, ValueError):
+            obj = read_checkpoint(path, trust)
+            if not isinstance(obj, nn.Module):
+                raise ModelError(
+                    f"{path}: holds weights but no architecture; use e.g. `model` timm:NAME with `weights` {path}"
+                ) from None
+            net = obj
+    pre = Preprocessing() if size in (None, 224) else Preprocessing(input_size=size, resize=round(size * 8 / 7))
+    return Model(net.eval(), pre, labels_for(num_classes_of(net)), path.name)
 
 
 def load_model(
@@ -192,8 +252,10 @@ def load_model(
 
     Args:
         spec: `efficientnet_lite0` (bundled, ImageNet-pretrained, offline; the default);
-            `digits_cnn` (bundled, for sklearn's 8x8 digits); `torchvision:NAME`; `timm:NAME`;
-            a TorchScript or pickled-model file; or a factory
+            `digits_cnn` (bundled, for sklearn's 8x8 digits); `digits_vit` and
+            `digits_canvas_cnn` (bundled, a timm ViT and a CNN for digits on 32x32 canvases,
+            see `visionlens.canvas`); `torchvision:NAME`; `timm:NAME`;
+            a TorchScript file, a `torch.export` archive (.pt2), or a pickled-model file; or a factory
             `package.module:function` returning an `nn.Module` or a `Model`.
         weights: a local state_dict file (loaded with weights_only=True) to load into it.
         trust_checkpoint: allow files holding pickled Python objects, which can run code when
@@ -219,11 +281,18 @@ def load_model(
         model = load_digits_cnn()
         if w:
             load_weights(model.net, w, trust_checkpoint)
+    elif spec in ("digits_vit", "digits_canvas_cnn"):
+        from .canvas import load_digits_canvas_cnn
+        from .digits_vit import load_digits_vit
+
+        model = load_digits_vit() if spec == "digits_vit" else load_digits_canvas_cnn()
+        if w:
+            load_weights(model.net, w, trust_checkpoint)
     elif spec.startswith("torchvision:"):
         model = _torchvision(spec.split(":", 1)[1], w, trust_checkpoint)
     elif spec.startswith("timm:"):
         model = _timm(spec.split(":", 1)[1], w, trust_checkpoint)
-    elif Path(spec).suffix in (".pt", ".pth", ".ts", ".jit", ".bin") or Path(spec).is_file():
+    elif Path(spec).suffix in (".pt", ".pth", ".pt2", ".ts", ".jit", ".bin") or Path(spec).is_file():
         model = _file(Path(spec), trust_checkpoint)
         if w:
             load_weights(model.net, w, trust_checkpoint)
@@ -231,7 +300,8 @@ def load_model(
         model = _factory(spec, w, trust_checkpoint)
     else:
         raise ModelError(
-            f"unknown model {spec!r}; use {DEFAULT_MODEL}, digits_cnn, torchvision:NAME, timm:NAME, "
+            f"unknown model {spec!r}; use {DEFAULT_MODEL}, digits_cnn, digits_vit, digits_canvas_cnn, "
+            "torchvision:NAME, timm:NAME, "
             "a .pt file, or package.module:function"
         )
     if device is not None:

@@ -23,6 +23,7 @@ from torchvision.transforms import functional as TF
 
 from .errors import ArgumentError, TargetError, closest
 from .images import image_tensor, load_image
+from .layermaps import MapLayout
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -87,6 +88,8 @@ class Model:
         preprocessing: how images become its input (`prepare` applies it).
         labels: class names by index (ImageNet's for 1000 classes); may be empty.
         name: the spec it was loaded from, shown in pictures and reports.
+        layouts: layer name -> `MapLayout`, overriding what visionlens reads from the
+            network's outputs (for an exotic model whose token grid cannot be inferred).
 
     Example:
         >>> model = vl.load_model()
@@ -99,6 +102,7 @@ class Model:
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
     labels: list[str] = field(default_factory=list)
     name: str = "model"
+    layouts: dict[str, MapLayout] = field(default_factory=dict)
 
     @property
     def device(self) -> torch.device:

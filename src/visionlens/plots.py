@@ -14,6 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib import patches as mpatches  # noqa: E402
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 
 from .io import atomic_file  # noqa: E402
 from .render import save_image  # noqa: E402
@@ -26,8 +27,11 @@ def _save(fig: plt.Figure, path: str | os.PathLike[str] | None, dpi: int = 100) 
     try:
         if path is None:
             fig.set_dpi(dpi)
-            fig.canvas.draw()
-            return np.asarray(fig.canvas.buffer_rgba())[..., :3].astype(np.float32) / 255.0
+            canvas = fig.canvas
+            if not isinstance(canvas, FigureCanvasAgg):  # pyplot makes Agg canvases here (matplotlib.use above)
+                canvas = FigureCanvasAgg(fig)
+            canvas.draw()
+            return np.asarray(canvas.buffer_rgba())[..., :3].astype(np.float32) / 255.0
         with atomic_file(path) as f:
             fig.savefig(f, format="png", dpi=dpi, facecolor="white")
         return Path(path)
@@ -143,7 +147,7 @@ def mosaic(
     canvas = np.ones((rows * step - gap, cols * step - gap, 3), np.float32)
     for i, (r, c) in enumerate(cells):
         img = Image.fromarray((np.clip(tile(i), 0, 1) * 255).astype(np.uint8))
-        method = Image.NEAREST if max(img.size) < tile_size else Image.BICUBIC
+        method = Image.Resampling.NEAREST if max(img.size) < tile_size else Image.Resampling.BICUBIC
         small = np.asarray(img.resize((tile_size, tile_size), method), np.float32) / 255.0
         canvas[r * step : r * step + tile_size, c * step : c * step + tile_size] = small
     return canvas if path is None else save_image(path, canvas)

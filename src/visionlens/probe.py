@@ -106,23 +106,43 @@ def _positive_grad(g: torch.Tensor) -> torch.Tensor:
     return g.clamp(min=0)
 
 
+# functional activations whose `inplace=True` would overwrite a captured layer output
+_FUNCTIONAL_INPLACE = {
+    F.relu, F.relu6, F.hardtanh, F.leaky_relu, F.elu, F.celu, F.selu, F.silu, F.hardswish, F.hardsigmoid,
+    F.mish, F.threshold, F.rrelu, F.dropout,
+}  # fmt: skip
+
+
 class _ActivationMode(TorchFunctionMode):
-    """Routes ReLU, ReLU6 and hardtanh through a custom backward rule whether they come from
-    modules (nn.ReLU, nn.ReLU6, inplace or not) or from functional calls inside `forward`.
+    """Runs functional activations called with `inplace=True` out of place (DenseNet's
+    `F.relu(features, inplace=True)` would otherwise overwrite the captured output of the
+    norm before it), and with a `rule`, routes ReLU, ReLU6 and hardtanh through a custom
+    backward rule whether they come from modules (nn.ReLU, nn.ReLU6, inplace or not) or
+    from functional calls inside `forward`; `routed` counts the activations it rerouted.
 
     The guided rule needs no custom function: the activation's own backward already zeroes
     the gradient outside its range, so a hook that keeps only the positive part of the
     incoming gradient on its output gives exactly guided backprop at native speed."""
 
-    def __init__(self, rule: str) -> None:
+    def __init__(self, rule: str | None) -> None:
         super().__init__()
         self.rule = rule
+        self.routed = 0
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def,override]
+    def __torch_function__(
+        self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None
+    ) -> Any:
         kwargs = kwargs or {}
+        if func in _FUNCTIONAL_INPLACE:
+            if kwargs.get("inplace"):
+                kwargs = {**kwargs, "inplace": False}
+            args = tuple(False if i > 0 and a is True else a for i, a in enumerate(args))
+        if self.rule is None:
+            return func(*args, **kwargs)
         bounds = _clamp_args(func, args, kwargs)
         if bounds is None or not isinstance(args[0], torch.Tensor) or not args[0].requires_grad:
             return func(*args, **kwargs)
+        self.routed += 1
         if self.rule == "redirect":
             return _RedirectedClamp.apply(args[0], *bounds)
         kwargs.pop("inplace", None)
@@ -163,7 +183,8 @@ class Probe:
 
     On entry the model is put in eval mode, parameters stop requiring gradients (only input
     gradients are needed), and inplace activations become out-of-place so captured tensors
-    are not overwritten. With `reduce`, each output is replaced at once by `reduce(output)`
+    are not overwritten (functional ones too: `F.relu(x, inplace=True)` runs out of place).
+    With `reduce`, each output is replaced at once by `reduce(output)`
     (e.g. pooled statistics) and inplace activations stay as they are. Everything is
     restored on exit, also when an exception passes.
 
@@ -202,8 +223,14 @@ class Probe:
         if self.rule is not None and self.rule not in BACKWARD_RULES:
             raise ValueError(f"unknown backward rule {self.rule!r}")
         self.param_grads = param_grads
+        self.mode: _ActivationMode | None = None  # the function mode while inside, if any
         self.outputs: dict[str, Any] = {}  # tensors, or what `reduce` made of them
         self._undo: list[Callable[[], object]] = []  # run last-first on exit; results ignored
+
+    @property
+    def routed(self) -> int:
+        """How many activations the backward rule rerouted so far (0: it had nothing to act on)."""
+        return self.mode.routed if self.mode is not None else 0
 
     def __getitem__(self, name: str) -> Any:
         if name not in self.outputs:
@@ -235,10 +262,10 @@ class Probe:
             for name, module in self.modules.items():
                 handle = module.register_forward_hook(self._hook(name))
                 self._undo.append(handle.remove)
-            if self.rule is not None:
-                rule = backward_rule(self.rule)
-                rule.__enter__()
-                self._undo.append(lambda: rule.__exit__(None, None, None))
+            if self.rule is not None or (self.layers and self.reduce is None):
+                mode = self.mode = _ActivationMode(self.rule)
+                mode.__enter__()
+                self._undo.append(lambda: mode.__exit__(None, None, None))
         except BaseException:
             self._restore()
             raise

@@ -22,6 +22,7 @@ from .io import atomic_file  # noqa: E402
 
 
 def to_numpy(x: Any) -> np.ndarray:
+    """A tensor (detached, float, on the CPU) or anything array-like as a NumPy array."""
     return x.detach().float().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
@@ -46,6 +47,8 @@ def normalize_map(m: Any, percentile: float = 99.5) -> np.ndarray:
 
 
 def colorize(m: Any, cmap: str = "inferno") -> np.ndarray:
+    """A non-negative (H, W) map as (H, W, 3) RGB in [0, 1] through a matplotlib colormap,
+    scaled as `normalize_map` scales it."""
     return colormaps[cmap](normalize_map(m))[..., :3]
 
 
@@ -125,7 +128,9 @@ def feature_tiles(acts: Any, channels: list[int]) -> list[np.ndarray]:
 
 @dataclass
 class Panel:
-    image: np.ndarray  # (H, W, 3) in [0, 1]
+    """One captioned picture of a `save_figure` figure: `image` is (H, W, 3) RGB in [0, 1]."""
+
+    image: np.ndarray
     title: str = ""
 
 
@@ -153,6 +158,8 @@ def save_figure(
 
 
 def save_image(path: str | os.PathLike[str], image: np.ndarray) -> Path:
+    """An (H, W, 3) RGB picture in [0, 1] written as an 8-bit PNG, atomically, at its own size;
+    returns the path."""
     from PIL import Image
 
     with atomic_file(path) as f:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -51,6 +51,7 @@ class Trace:
     calls: dict[str, int]
     start: dict[str, int]
     end: dict[str, int]
+    batch: dict[str, int] = field(default_factory=dict)  # leading dimension of each output
 
 
 def trace(net: nn.Module, x: torch.Tensor) -> Trace:
@@ -74,6 +75,7 @@ def trace(net: nn.Module, x: torch.Tensor) -> Trace:
             o = _first(out)
             if isinstance(o, torch.Tensor):
                 t.shapes.setdefault(name, tuple(o.shape[1:]))
+                t.batch.setdefault(name, int(o.shape[0]) if o.dim() else 0)
             if name not in t.order:
                 t.order.append(name)
 
@@ -111,13 +113,13 @@ def resume_from(net: nn.Module, tr: Trace, layer: str, value: torch.Tensor) -> I
         for n in stubs:
             if n in tr.shapes:
                 patched.append((modules[n], modules[n].__dict__.get("forward")))
-                modules[n].forward = empty(tr.shapes[n])  # type: ignore[method-assign]
+                modules[n].forward = empty(tr.shapes[n])
         patched.append((modules[layer], modules[layer].__dict__.get("forward")))
-        modules[layer].forward = lambda *a, **k: value  # type: ignore[method-assign]
+        modules[layer].forward = lambda *a, **k: value
         yield
     finally:
         for m, own in reversed(patched):
             if own is None:
                 del m.forward
             else:
-                m.forward = own  # type: ignore[method-assign]
+                m.forward = own

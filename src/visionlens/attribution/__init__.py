@@ -1,6 +1,7 @@
 """Attribution: which input pixels matter for a class score. One calling convention:
 `method(model, images, target=None, **options) -> tensor`."""
 
+from .attention import attention_layers, attention_maps, attention_rollout, attention_weights
 from .guided import gradcam, guided_backprop, guided_gradcam
 from .occlusion import occlusion, occlusion_windows
 from .saliency import saliency, smoothgrad
@@ -13,4 +14,8 @@ __all__ = [
     "guided_gradcam",
     "occlusion",
     "occlusion_windows",
+    "attention_rollout",
+    "attention_maps",
+    "attention_weights",
+    "attention_layers",
 ]

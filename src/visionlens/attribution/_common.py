@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from ..errors import TargetError
+from ..errors import ArgumentError, TargetError
 from ..models import Model, as_model
 from ..probe import Probe
 
@@ -54,6 +54,12 @@ def input_gradient(
         x = x.detach().clone().to(model.device).requires_grad_(True)
         with Probe(model.net, layers, backward_rule=backward_rule) as probe:
             logits = model.net(x)
+            if backward_rule is not None and probe.routed == 0:
+                raise ArgumentError(
+                    f"{model.name} has no ReLU-family activation for the {backward_rule} backward rule to act on "
+                    "(GELU, SiLU and other smooth activations have no such rule): its map would be the plain "
+                    "gradient; use saliency or gradcam instead"
+                )
             targets = resolve_targets(model, logits.detach(), target)
             s = score(logits, targets, softmax).sum()
             acts = [probe[name] for name in layers]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -30,13 +31,41 @@ _FRAC = 0.8  # stop cutting once a window changes more than this fraction of a m
 
 def window_starts(size: int, window: int, stride: int) -> list[int]:
     """Window positions along one axis, as Captum's Occlusion places them (the last window
-    may overhang the border and is then cut short)."""
+    may overhang the border and is then cut short).
+
+    Args:
+        size: the axis length, in px.
+        window: the window side, in px (at most `size`).
+        stride: the step between windows, in px.
+
+    Returns:
+        The start of each window, in px.
+
+    Example:
+        >>> from visionlens.attribution.occlusion import window_starts
+        >>> window_starts(224, 16, 8)[-3:], len(window_starts(224, 16, 8))
+        ([192, 200, 208], 27)
+    """
     return [i * stride for i in range(math.ceil((size - window) / stride) + 1)]
 
 
 def make_baseline(x: torch.Tensor, kind: str | float) -> torch.Tensor:
     """The values an occluded window takes: 'zero' (grey for a model normalized around the
-    dataset mean), 'mean' (each image's mean colour) or 'blur' (a blurred copy)."""
+    dataset mean), 'mean' (each image's mean colour) or 'blur' (a blurred copy).
+
+    Args:
+        x: model input as `model.prepare` makes it, (B, 3, H, W).
+        kind: "zero", "mean", "blur", or a number every pixel takes (in model-input units).
+
+    Returns:
+        A (B, 3, H, W) tensor like `x`.
+
+    Example:
+        >>> from visionlens.attribution.occlusion import make_baseline
+        >>> x = torch.randn(1, 3, 32, 32)
+        >>> make_baseline(x, "mean")[0, :, 0, 0].allclose(x.mean(dim=(2, 3))[0])
+        True
+    """
     if isinstance(kind, (int, float)):
         return torch.full_like(x, float(kind))
     if kind == "zero":
@@ -82,7 +111,7 @@ def _fold_batchnorms(net: nn.Module, tr: Trace) -> None:
         if not isinstance(bn, nn.BatchNorm2d) or conv_name is None or tr.calls[name] != 1:
             continue
         conv = modules[conv_name]
-        if bn.running_var is None or conv.out_channels != bn.num_features:
+        if bn.running_var is None or bn.running_mean is None or conv.out_channels != bn.num_features:
             continue
         scale = (bn.running_var + bn.eps).rsqrt() * (bn.weight if bn.weight is not None else 1.0)
         shift = (bn.bias if bn.bias is not None else 0.0) - bn.running_mean * scale
@@ -91,12 +120,22 @@ def _fold_batchnorms(net: nn.Module, tr: Trace) -> None:
         conv.bias = nn.Parameter(bias + shift, requires_grad=False)
         act = getattr(bn, "act", None)  # timm's BatchNormAct2d carries its activation
         drop = getattr(bn, "drop", None)
+        # assigned through the plain-Module view: `forward` is an attribute there
         if isinstance(act, nn.Module):
-            bn.forward = lambda x, a=act, d=drop: a(d(x) if d is not None else x)  # type: ignore[method-assign]
+            modules[name].forward = _act_only(act, drop if isinstance(drop, nn.Module) else None)
         elif type(bn) in (nn.BatchNorm2d,):
-            bn.forward = lambda x: x  # type: ignore[method-assign]
+            modules[name].forward = _identity
         else:
             continue
+
+
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+def _act_only(act: nn.Module, drop: nn.Module | None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The forward of a folded BatchNormAct2d: its dropout and activation only."""
+    return lambda x: act(drop(x) if drop is not None else x)
 
 
 def _fast_copy(net: nn.Module, x1: torch.Tensor) -> nn.Module:
@@ -114,6 +153,15 @@ def _fast_copy(net: nn.Module, x1: torch.Tensor) -> nn.Module:
     if not torch.allclose(out, ref, rtol=1e-3, atol=1e-4 * float(ref.abs().max())):
         fast = plain
     return fast.to(memory_format=torch.channels_last)
+
+
+def _relative(rf: ReceptiveField, rfa: ReceptiveField, i: int) -> tuple[int, int, int]:
+    """Stride, kernel extent and offset along axis `i` of field `rf` in units of map `rfa`."""
+    return (
+        rf.stride[i] // rfa.stride[i],
+        (rf.size[i] - rfa.size[i]) // rfa.stride[i] + 1,
+        (rf.offset[i] - rfa.offset[i]) // rfa.stride[i],
+    )
 
 
 def _plan(net: nn.Module, tr: Trace, hw: tuple[int, int], window: int, stride: int) -> list[_Segment]:
@@ -144,9 +192,8 @@ def _plan(net: nn.Module, tr: Trace, hw: tuple[int, int], window: int, stride: i
             continue
         size_b = tr.shapes[name][1:]
         try:
-            s = tuple(rf.stride[i] // rfa.stride[i] for i in (0, 1))
-            r = tuple((rf.size[i] - rfa.size[i]) // rfa.stride[i] + 1 for i in (0, 1))
-            p = tuple((rf.offset[i] - rfa.offset[i]) // rfa.stride[i] for i in (0, 1))
+            (s0, r0, p0), (s1, r1, p1) = _relative(rf, rfa, 0), _relative(rf, rfa, 1)
+            s, r, p = (s0, s1), (r0, r1), (p0, p1)
             if any(
                 rf.stride[i] % rfa.stride[i]
                 or (rf.size[i] - rfa.size[i]) % rfa.stride[i]
@@ -172,7 +219,7 @@ def _plan(net: nn.Module, tr: Trace, hw: tuple[int, int], window: int, stride: i
         frac = (o[0][1] - o[0][0]) * (o[1][1] - o[1][0]) / (size_b[0] * size_b[1])
         if crop[0] >= size_a[0] or crop[1] >= size_a[1] or frac > _FRAC:
             break
-        segments.append(_Segment(a, name, rf, s, r, p, (crop[0], crop[1]), size_a))  # type: ignore[arg-type]
+        segments.append(_Segment(a, name, rf, s, r, p, (crop[0], crop[1]), size_a))
         prev = (name, rf, (size_b[0], size_b[1]))
     return segments
 
@@ -255,7 +302,29 @@ def occlusion_windows(
     """Per-window score drops (B, nY, nX), plus the targets used.
 
     Entry [b, i, j] is score(clean image) - score(image with window (i, j) replaced by the
-    baseline); the score is the target's probability (softmax=True) or its logit."""
+    baseline); the score is the target's probability (softmax=True) or its logit.
+
+    Args:
+        model: a `Model` or any `nn.Module` returning logits.
+        x: model input as `model.prepare` makes it, (B, 3, H, W).
+        target: the class(es) to explain (index or name, one per image, or None for top-1).
+        window: the side of the square window, in px.
+        stride: the step between windows, in px (`window_starts` places them).
+        baseline: what a window is filled with (see `make_baseline`).
+        softmax: score the target's probability (True) or its logit.
+        batch_size: occluded copies per forward pass.
+        incremental: re-run only the region each window changes in the first layers (exact,
+            checked on two windows per image; False runs whole copies).
+
+    Returns:
+        (drops (B, nY, nX) on the model's device, the (B,) class indices explained).
+
+    Example:
+        >>> model = vl.load_model()
+        >>> drops, targets = vl.occlusion_windows(model, model.prepare("chelsea"), window=32, stride=16)
+        >>> drops.shape, model.short_label(int(targets[0]))
+        (torch.Size([1, 13, 13]), 'tiger cat')
+    """
     model = as_model(model)
     x = x.to(model.device)
     h, w = x.shape[-2:]
@@ -302,11 +371,32 @@ def occlusion(
     batch_size: int = 32,
     incremental: bool = True,
 ) -> torch.Tensor:
-    """(B, H, W) occlusion map: at each pixel, the mean score drop over the windows covering it.
+    """Occlusion map: at each pixel, the mean score drop over the windows covering it.
 
     This is exactly what captum.attr.Occlusion returns (for a forward function giving the
     target's score, sliding window (3, window, window), strides (3, stride, stride) and the same
-    baseline), summed over colour channels divided by three, i.e. any one channel."""
+    baseline), summed over colour channels divided by three, i.e. any one channel.
+
+    Args:
+        model: a `Model` or any `nn.Module` returning logits.
+        x: model input as `model.prepare` makes it, (B, 3, H, W).
+        target: the class(es) to explain (index or name, one per image, or None for top-1).
+        window: the side of the square window, in px.
+        stride: the step between windows, in px.
+        baseline: "zero", "mean", "blur" or a number (see `make_baseline`).
+        softmax: score the target's probability (True) or its logit.
+        batch_size: occluded copies per forward pass.
+        incremental: re-run only what each window changes (exact; False runs whole copies).
+
+    Returns:
+        (B, H, W) score drops on the model's device: positive where hiding the pixels lowers
+        the score.
+
+    Example:
+        >>> model = vl.load_model()
+        >>> vl.occlusion(model, model.prepare("chelsea"), "tiger cat", window=32, stride=16).shape
+        torch.Size([1, 224, 224])
+    """
     model = as_model(model)
     drops, _ = occlusion_windows(
         model,
@@ -319,11 +409,26 @@ def occlusion(
         batch_size=batch_size,
         incremental=incremental,
     )
-    return spread_windows(drops, tuple(x.shape[-2:]), window, stride)
+    return spread_windows(drops, (x.shape[-2], x.shape[-1]), window, stride)
 
 
 def spread_windows(drops: torch.Tensor, hw: tuple[int, int], window: int, stride: int) -> torch.Tensor:
-    """Per-window values (B, nY, nX) to a per-pixel mean over the windows covering each pixel."""
+    """Per-window values (B, nY, nX) to a per-pixel mean over the windows covering each pixel.
+
+    Args:
+        drops: per-window values, as `occlusion_windows` returns them.
+        hw: the input's (H, W), in px.
+        window: the window side the values were measured with, in px.
+        stride: the stride they were measured with, in px.
+
+    Returns:
+        (B, H, W) per-pixel means, on `drops`' device.
+
+    Example:
+        >>> from visionlens.attribution.occlusion import spread_windows
+        >>> spread_windows(torch.ones(1, 3, 3), (32, 32), 16, 8).shape
+        torch.Size([1, 32, 32])
+    """
     h, w = hw
     ys, xs = window_starts(h, window, stride), window_starts(w, window, stride)
     total = torch.zeros(drops.shape[0], h, w, device=drops.device)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from ..models import Model, as_model
@@ -11,7 +13,23 @@ from ._common import Target, input_gradient
 def saliency(
     model: Model | torch.nn.Module, x: torch.Tensor, target: Target = None, *, softmax: bool = False
 ) -> torch.Tensor:
-    """(B, H, W): the maximum over colour channels of |d score / d pixel|."""
+    """Gradient saliency: the maximum over colour channels of |d score / d pixel|.
+
+    Args:
+        model: a `Model` or any `nn.Module` returning logits.
+        x: model input as `model.prepare` makes it, (B, 3, H, W).
+        target: the class(es) to explain: an index or name for every image, one per image, or
+            None for each image's top-1 class.
+        softmax: explain the target's probability instead of its logit.
+
+    Returns:
+        (B, H, W) saliency, >= 0, on the model's device.
+
+    Example:
+        >>> model = vl.load_model()
+        >>> vl.saliency(model, model.prepare("chelsea"), "tiger cat").shape
+        torch.Size([1, 224, 224])
+    """
     grad, _, _ = input_gradient(model, x, target, softmax)
     return grad.abs().amax(1)
 
@@ -27,23 +45,45 @@ def smoothgrad(
     softmax: bool = False,
     seed: int | None = 0,
 ) -> torch.Tensor:
-    """(B, H, W): the gradient saliency map averaged over `samples` copies of each image with
+    """SmoothGrad: the gradient saliency map averaged over `samples` copies of each image with
     Gaussian noise of std `noise` x (max - min) of that image. Noisy copies go through the
-    network in batches of `batch_size`, several images at a time."""
+    network in batches of `batch_size`, several images at a time.
+
+    Args:
+        model: a `Model` or any `nn.Module` returning logits.
+        x: model input as `model.prepare` makes it, (B, 3, H, W).
+        target: the class(es) to explain (index or name, one per image, or None for top-1).
+        samples: noisy copies per image.
+        noise: the noise's std as a fraction of each image's value range.
+        batch_size: noisy copies per forward/backward pass.
+        softmax: explain the target's probability instead of its logit.
+        seed: seed of the noise (None: a fresh generator's default seed, which is fixed too).
+
+    Returns:
+        (B, H, W) saliency, >= 0, on the model's device.
+
+    Example:
+        >>> model = vl.load_model()
+        >>> vl.smoothgrad(model, model.prepare("chelsea"), samples=8).shape
+        torch.Size([1, 224, 224])
+    """
     model = as_model(model)
     x = x.to(model.device)
+    per_image: Sequence[int | str] | torch.Tensor
     if target is None:
         with torch.inference_mode():
-            target = model.net.eval()(x).argmax(-1).tolist()
+            per_image = model.net.eval()(x).argmax(-1).tolist()
     elif isinstance(target, (int, str)):
-        target = [target] * x.shape[0]
+        per_image = [target] * x.shape[0]
+    else:
+        per_image = target
     gen = torch.Generator(device="cpu")
     if seed is not None:
         gen.manual_seed(seed)
     span = (x.amax(dim=(1, 2, 3)) - x.amin(dim=(1, 2, 3))).view(-1, 1, 1, 1)
     # every (image, sample) pair, flattened so that batches mix images when they are few
     owners = torch.arange(x.shape[0]).repeat_interleave(samples)
-    targets = [target[int(i)] for i in owners] if not isinstance(target, torch.Tensor) else target[owners]
+    targets = [per_image[int(i)] for i in owners] if not isinstance(per_image, torch.Tensor) else per_image[owners]
     total = torch.zeros(x.shape[0], *x.shape[2:], device=x.device)
     for start in range(0, owners.numel(), batch_size):
         idx = owners[start : start + batch_size]

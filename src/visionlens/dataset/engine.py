@@ -42,16 +42,57 @@ from .sources import Collection, open_dataset
 
 FORMAT = 1
 PIXELS = "pixels"  # pseudo-layer: the model input average-pooled to at most 16 x 16
+"""Pseudo-layer of every pass: each image's model input average-pooled to at most 16 x 16,
+flattened to (N, 3 * s * s); pixel-space neighbours use it.
+
+Example:
+    >>> from visionlens.dataset import PIXELS, run_pass
+    >>> result = run_pass(vl.load_model("digits_cnn"), "digits", ["features.relu3"])
+    >>> result.features(PIXELS).shape  # 8-px inputs: 3 x 8 x 8
+    (1797, 192)
+"""
 PREDICTIONS = "predictions"  # pseudo-layer: (top-1 class, its probability) per image
+"""Pseudo-layer of a pass run with `predict=True`: (N, 2) rows of (top-1 class, its
+probability); `PassResult.predictions()` splits them.
+
+Example:
+    >>> from visionlens.dataset import PREDICTIONS, run_pass
+    >>> result = run_pass(vl.load_model("digits_cnn"), "digits", ["features.relu3"], predict=True)
+    >>> result.features(PREDICTIONS)[:2, 0]
+    memmap([0., 1.], dtype=float32)
+"""
 _CHECKPOINT_SECONDS = 2.0
 _Tops = dict[str, dict[str, np.ndarray]]  # running top-k per layer: values, rows, positions
 
 
 class CacheError(VisionlensError):
-    """The feature cache cannot be written (disk full, no permission)."""
+    """The feature cache cannot be written (disk full, no permission).
+
+    Args:
+        message: the folder, the operating system's reason and what to do.
+
+    Example:
+        >>> from visionlens.dataset import CacheError, run_pass
+        >>> try:
+        ...     run_pass(vl.load_model("digits_cnn"), "digits", ["features.relu3"], cache_dir="/proc/x")
+        ... except CacheError as e:
+        ...     print(str(e)[:30])
+        cannot write the feature cache
+    """
 
 
 def default_cache_dir() -> Path:
+    """Where `run_pass` keeps its caches unless given `cache_dir`.
+
+    Returns:
+        $VISIONLENS_CACHE if set, else $XDG_CACHE_HOME/visionlens/features, else
+        ~/.cache/visionlens/features.
+
+    Example:
+        >>> from visionlens.dataset import default_cache_dir
+        >>> default_cache_dir().parts[-2:]  # without $VISIONLENS_CACHE
+        ('visionlens', 'features')
+    """
     env = os.environ.get("VISIONLENS_CACHE")
     if env:
         return Path(env)
@@ -67,7 +108,20 @@ class TopK:
     """For each unit c: `values[c, i]` is the i-th highest spatial maximum over the dataset,
     reached on row `rows[c, i]` of the features (an image) at `positions[c, i]` = (y, x) of
     the layer's map ((-1, -1) for a layer without spatial output). Entries past the dataset's
-    size have rows -1."""
+    size have rows -1.
+
+    Attributes:
+        values: (C, k) float32 maxima, descending along k.
+        rows: (C, k) int64 image rows (`PassResult.collection` order); -1: no entry.
+        positions: (C, k, 2) int64 (y, x) of each maximum on the layer's map.
+        spatial: whether the layer's output is a (C, H, W) map.
+
+    Example:
+        >>> from visionlens.dataset import run_pass
+        >>> top = run_pass(vl.load_model("digits_cnn"), "digits", ["features.relu3"]).top("features.relu3")
+        >>> top.values.shape, top.positions.shape, top.spatial
+        ((128, 16), (128, 16, 2), True)
+    """
 
     values: np.ndarray  # (C, k) float32
     rows: np.ndarray  # (C, k) int64
@@ -77,6 +131,24 @@ class TopK:
 
 @dataclass
 class PassResult:
+    """What `run_pass` stored: a handle on the cache folder; arrays are read on demand.
+
+    Attributes:
+        collection: the readable images only, in row order.
+        layers: the layers captured.
+        shapes: each layer's output shape without the batch, e.g. (C, H, W).
+        pool: how feature vectors were pooled over space: "mean" or "max".
+        cache_dir: the folder holding this pass's files.
+        skipped: (path, reason) for each image that could not be read.
+        reused: True when a finished cache was found and nothing ran.
+
+    Example:
+        >>> from visionlens.dataset import run_pass
+        >>> result = run_pass(vl.load_model("digits_cnn"), "digits", ["features.relu3"])
+        >>> result.features("features.relu3").shape, result.shapes
+        ((1797, 128), {'features.relu3': (128, 4, 4)})
+    """
+
     collection: Collection  # the readable images only, in row order
     layers: list[str]
     shapes: dict[str, tuple[int, ...]]  # each layer's output shape without the batch
@@ -92,6 +164,7 @@ class PassResult:
         return np.load(self.cache_dir / _feature_file(layer), mmap_mode="r")
 
     def pixels(self) -> np.ndarray:
+        """(N, 3 * s * s) downsampled model inputs, memory-mapped (the `PIXELS` pseudo-layer)."""
         return self.features(PIXELS)
 
     def predictions(self) -> tuple[np.ndarray, np.ndarray] | None:
@@ -103,6 +176,7 @@ class PassResult:
         return p[:, 0].astype(np.int64), p[:, 1]
 
     def top(self, layer: str) -> TopK:
+        """The per-unit top-k of `layer`: which images excite each unit most, and where."""
         with np.load(self.cache_dir / f"top-{_safe(layer)}.npz") as z:
             return TopK(z["values"], z["rows"], z["positions"], bool(z["spatial"]))
 
@@ -211,6 +285,8 @@ def _reduce(act: torch.Tensor, pool: str) -> tuple[torch.Tensor, torch.Tensor, t
 
 
 def cache_key(model: Model, coll: Collection, layers: Sequence[str], pool: str, topk: int, predict: bool) -> str:
+    """The 20-hex-digit name of the cache folder for exactly this work (weights, preprocessing,
+    dataset fingerprint and size, layers, pooling, k, predictions, format version)."""
     desc = {
         "format": FORMAT,
         "model": model_fingerprint(model.net),
@@ -240,7 +316,7 @@ def _checkpoint(job: _Job, tops: _Tops, state: dict[str, Any]) -> None:
 
 def _write_top(path: Path, state: dict[str, np.ndarray], spatial: bool) -> None:
     with atomic_file(path) as f:
-        np.savez(f, spatial=np.array(spatial), **state)
+        np.savez(f, spatial=np.array(spatial), values=state["values"], rows=state["rows"], positions=state["positions"])
 
 
 def run_pass(
@@ -258,10 +334,34 @@ def run_pass(
     on_batch: Callable[[int, int], None] | None = None,
 ) -> PassResult:
     """Stream `dataset` through `model` once and store, for each layer, pooled features and a
-    per-unit top-k. Returns at once when a finished cache for exactly this work exists.
+    per-unit top-k. Returns at once when a finished cache for exactly this work exists; an
+    interrupted pass resumes from its last checkpoint. Unreadable images are skipped and
+    listed in `PassResult.skipped`.
 
-    predict: also run the whole network and keep each image's top-1 class and probability.
-    on_batch(done, total) is called after every batch (e.g. to stop a pass early in tests)."""
+    Args:
+        model: a `Model` or any `nn.Module`; images get its preprocessing.
+        dataset: a `Collection` or a spec `open_dataset` takes ("samples", "digits", a folder,
+            a .txt list).
+        layers: one or more dotted layer names.
+        pool: how feature vectors are pooled over space: "mean" or "max".
+        topk: images kept per unit, by their spatial maximum.
+        batch_size: images per forward pass.
+        workers: DataLoader worker processes reading images (None: chosen from the dataset).
+        cache_dir: where caches live (default: `default_cache_dir()`).
+        predict: also run the whole network and keep each image's top-1 class and probability.
+        progress: show a progress bar (plain lines when stderr is not a terminal).
+        on_batch: called as on_batch(done, total) after every batch (e.g. to stop a pass
+            early in tests).
+
+    Returns:
+        A `PassResult` reading the cache: `features(layer)` (N, C), `top(layer)`, `pixels()`.
+
+    Example:
+        >>> from visionlens.dataset import run_pass
+        >>> result = run_pass(vl.load_model("digits_cnn"), "digits", ["features.relu3"], pool="max")
+        >>> result.features("features.relu3").shape, len(result.skipped)
+        ((1797, 128), 0)
+    """
     model = as_model(model)
     coll = open_dataset(dataset)
     layers = [layers] if isinstance(layers, str) else list(layers)

@@ -22,18 +22,54 @@ from ..io import fingerprint
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 BUNDLED = ("samples", "digits")
+"""The names of the bundled datasets `open_dataset` accepts besides folders and lists.
+
+Example:
+    >>> from visionlens.dataset import open_dataset
+    >>> from visionlens.dataset.sources import BUNDLED
+    >>> [len(open_dataset(name)) for name in BUNDLED]
+    [13, 1797]
+"""
 
 
 class DatasetError(ArgumentError):
-    """A dataset that cannot be used as given (empty, unreadable, unknown name)."""
+    """A dataset that cannot be used as given (empty, unreadable, unknown name).
+
+    Args:
+        message: what is wrong with the dataset and what to give instead.
+
+    Example:
+        >>> from visionlens.dataset import DatasetError, open_dataset
+        >>> try:
+        ...     open_dataset("no-such-folder")
+        ... except DatasetError as e:
+        ...     print(e)
+        no-such-folder: no such folder or file, and not a bundled dataset (samples, digits)
+    """
 
 
 @dataclass
 class Collection:
     """An ordered list of images with optional integer labels.
 
-    `paths` are display names (file paths, or `digits/0017` for bundled items); `classes` names
-    the labels. `arrays` holds in-memory images for bundled datasets, else None."""
+    `open_dataset` makes one; `run_pass` streams it through a model.
+
+    Attributes:
+        name: what it was opened from (a folder, a list file, "samples" or "digits").
+        paths: one display name per image: a file path, a sample name, or `digits/0017`.
+        labels: one class index per image (-1: none), or None for an unlabelled collection.
+        classes: the class names the labels index (a folder collection's subfolders).
+        arrays: the images in memory, (N, H, W) or (N, H, W, 3) uint8, for bundled datasets;
+            else None (images are read from `paths`).
+        fingerprint: a short digest of the contents (paths, sizes and times), for caches.
+        duplicates: repeated entries dropped when the collection was built.
+
+    Example:
+        >>> from visionlens.dataset import open_dataset
+        >>> digits = open_dataset("digits")
+        >>> len(digits), digits.label_name(0), digits.read(0).size
+        (1797, '0', (8, 8))
+    """
 
     name: str
     paths: list[str]
@@ -44,6 +80,7 @@ class Collection:
     duplicates: int = 0  # repeated entries dropped when the collection was built
 
     def __len__(self) -> int:
+        """The number of images."""
         return len(self.paths)
 
     def read(self, i: int) -> Image.Image:
@@ -55,11 +92,14 @@ class Collection:
         return load_image(self.paths[i])
 
     def label_name(self, i: int) -> str:
+        """The class name of image `i`, or "" when it has no label."""
         if self.labels is None or self.labels[i] < 0:
             return ""
         return self.classes[self.labels[i]]
 
     def subset(self, indices: Sequence[int]) -> Collection:
+        """The images at `indices`, in that order, as a collection of their own (its own
+        fingerprint, the same classes)."""
         idx = list(indices)
         return Collection(
             name=self.name,
@@ -137,11 +177,13 @@ def listing(path: str | os.PathLike[str]) -> Collection:
 
 
 def samples() -> Collection:
+    """The bundled sample photographs (`sample_names()`), unlabelled."""
     names = sample_names()
     return Collection(name="samples", paths=names, fingerprint=_hash(["samples", *names]))
 
 
 def digits() -> Collection:
+    """sklearn's 1,797 labelled 8x8 digits, held in memory."""
     from ..digits import DIGIT_LABELS, digits_arrays
 
     images, labels = digits_arrays()
@@ -156,7 +198,24 @@ def digits() -> Collection:
 
 
 def open_dataset(spec: str | os.PathLike[str] | Collection) -> Collection:
-    """`samples`, `digits`, a folder of images, or a .txt file listing image paths."""
+    """Open an image collection: `samples`, `digits`, a folder of images, or a .txt file
+    listing image paths.
+
+    Args:
+        spec: "samples" (the bundled photographs), "digits" (sklearn's labelled 8x8 digits),
+            a folder (every image under it, recursively; a first-level subfolder is a file's
+            label, as in torchvision's ImageFolder), a .txt file with one image path per line
+            (relative to the file), or a `Collection` (returned as is).
+
+    Returns:
+        The `Collection`. An empty, unreadable or unknown spec is a `DatasetError`.
+
+    Example:
+        >>> from visionlens.dataset import open_dataset
+        >>> data = open_dataset("samples")
+        >>> len(data), data.paths[:2]
+        (13, ['astronaut', 'brick'])
+    """
     if isinstance(spec, Collection):
         return spec
     s = str(spec)

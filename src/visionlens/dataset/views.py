@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from types import ModuleType
 
 import numpy as np
 import torch
@@ -22,8 +23,20 @@ from .sources import Collection
 
 
 def model_view(model: Model, img: Image.Image) -> np.ndarray:
-    """(H, W, 3) float image in [0, 1]: what the model sees of `img` (resized and cropped,
-    not normalized)."""
+    """What the model sees of `img`: resized and centre-cropped, not normalized.
+
+    Args:
+        model: the model whose preprocessing to apply.
+        img: an RGB PIL image.
+
+    Returns:
+        (S, S, 3) float32 RGB in [0, 1], S the model's input size.
+
+    Example:
+        >>> from visionlens.dataset.views import model_view
+        >>> model_view(vl.load_model(), vl.load_image("chelsea")).shape
+        (224, 224, 3)
+    """
     return np.asarray(model.preprocessing.crop(img), dtype=np.float32) / 255.0
 
 
@@ -38,13 +51,38 @@ def _normalized(a: np.ndarray, block: int = 16384) -> np.ndarray:
     return out
 
 
+def _faiss() -> ModuleType | None:
+    try:
+        import faiss
+    except ImportError:
+        return None
+    return faiss
+
+
 def knn(
     base: np.ndarray, queries: np.ndarray, k: int, exclude: Sequence[int] | None = None, use_faiss: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Exact k nearest rows of `base` for each query by cosine distance: (distances, indices),
-    each (Q, k), closest first. `exclude[q]` (a row index or -1) is never returned for query q
-    (the query itself when it comes from the base). FAISS's flat inner-product index when
-    available, else a blocked torch matmul."""
+    """Exact k nearest rows of `base` for each query by cosine distance, closest first. FAISS's
+    flat inner-product index when available, else a blocked torch matmul.
+
+    Args:
+        base: (N, D) feature rows (a memory-mapped array is fine).
+        queries: (Q, D) query rows.
+        k: neighbours per query; at most N (N - 1 with `exclude`).
+        exclude: one row index per query that is never returned for it (the query itself when
+            it comes from the base), or -1.
+        use_faiss: use FAISS when it is installed.
+
+    Returns:
+        (distances, indices), each (Q, k): cosine distances in [0, 2] (float32) and row
+        indices into `base` (int64).
+
+    Example:
+        >>> from visionlens.dataset.views import knn
+        >>> base = np.eye(4, dtype=np.float32)
+        >>> knn(base, base[:1], 2)
+        (array([[0., 1.]], dtype=float32), array([[0, 1]]))
+    """
     n = len(base)
     extra = 0 if exclude is None else 1
     if k + extra > n:
@@ -52,12 +90,7 @@ def knn(
     kk = k + extra
     sims: np.ndarray
     idx: np.ndarray
-    faiss = None
-    if use_faiss:
-        try:
-            import faiss
-        except ImportError:
-            faiss = None
+    faiss = _faiss() if use_faiss else None
     if faiss is not None:
         b = np.array(base, dtype=np.float32, order="C", copy=True)
         q = np.array(queries, dtype=np.float32, order="C", copy=True)
@@ -89,21 +122,57 @@ def knn(
 @dataclass
 class Neighbors:
     """Nearest neighbours of each query in feature space and in pixel space (row indices
-    into `result.collection`)."""
+    into `result.collection`); `neighbors` makes it, `plots` draws it.
+
+    Attributes:
+        result: the pass the neighbours come from.
+        layer: the layer whose pooled features were compared.
+        query_images: the Q query images (RGB PIL).
+        query_names: their display names.
+        query_labels: their labels; -1 when unknown.
+        feature: (Q, k) rows of the nearest neighbours in feature space, closest first.
+        feature_dist: (Q, k) their cosine distances.
+        pixel: (Q, k) rows of the nearest neighbours in pixel space.
+        pixel_dist: (Q, k) their cosine distances.
+
+    Example:
+        >>> from visionlens.dataset import run_pass
+        >>> from visionlens.dataset.views import neighbors
+        >>> model = vl.load_model("digits_cnn")
+        >>> nb = neighbors(model, run_pass(model, "digits", ["features.relu3"]), "features.relu3", k=4)
+        >>> nb.feature.shape, nb.query_names[0]
+        ((6, 4), 'digits/1516')
+    """
 
     result: PassResult
     layer: str
     query_images: list[Image.Image]
     query_names: list[str]
-    query_labels: list[int]  # -1: unknown
-    feature: np.ndarray  # (Q, k)
+    query_labels: list[int]
+    feature: np.ndarray
     feature_dist: np.ndarray
     pixel: np.ndarray
     pixel_dist: np.ndarray
 
 
 def default_queries(coll: Collection, n: int = 6, seed: int = 0) -> list[int]:
-    """n rows spread over the labels when there are labels, else over the collection."""
+    """Rows to use as neighbour queries: one per class first when the collection has labels
+    (a random image of each), else evenly spaced over the collection.
+
+    Args:
+        coll: the collection.
+        n: how many rows (at most its size).
+        seed: seed of the random picks.
+
+    Returns:
+        Row indices into `coll`.
+
+    Example:
+        >>> from visionlens.dataset import open_dataset
+        >>> from visionlens.dataset.views import default_queries
+        >>> default_queries(open_dataset("samples"), 3)
+        [0, 6, 12]
+    """
     rng = np.random.default_rng(seed)
     if coll.labels is not None and max(coll.labels) >= 0:
         labels = np.asarray(coll.labels)
@@ -124,7 +193,28 @@ def neighbors(
     cache_dir: str | os.PathLike[str] | None = None,
 ) -> Neighbors:
     """k nearest neighbours of dataset rows `queries` (default: a few spread over the labels)
-    or of outside images `query_files`, in `layer`'s pooled features and in raw pixels."""
+    or of outside images `query_files`, in `layer`'s pooled features and in raw pixels.
+
+    Args:
+        model: the model the pass ran (outside images go through it too).
+        result: a `run_pass` result that captured `layer`.
+        layer: the layer whose pooled features to compare.
+        k: neighbours per query.
+        queries: dataset rows to query (each is left out of its own neighbours); default:
+            `default_queries`.
+        query_files: image files (or sample names) from outside the dataset to query instead.
+        cache_dir: the cache for the query images' pass (default: beside `result`'s).
+
+    Returns:
+        A `Neighbors` with (Q, k) neighbour rows and cosine distances in both spaces.
+
+    Example:
+        >>> from visionlens.dataset import run_pass
+        >>> model = vl.load_model("digits_cnn")
+        >>> result = run_pass(model, "digits", ["features.relu3"])
+        >>> vl.neighbors(model, result, "features.relu3", k=4, queries=[0, 1]).feature.shape
+        (2, 4)
+    """
     model = as_model(model)
     coll = result.collection
     feats, pix = result.features(layer), result.pixels()
@@ -153,7 +243,21 @@ def neighbors(
 
 
 def label_agreement(nb: Neighbors) -> tuple[float, float]:
-    """Fraction of (feature, pixel) neighbours sharing their query's label."""
+    """Fraction of (feature, pixel) neighbours sharing their query's label.
+
+    Args:
+        nb: neighbours of labelled queries in a labelled collection.
+
+    Returns:
+        (feature-space agreement, pixel-space agreement), each in [0, 1].
+
+    Example:
+        >>> from visionlens.dataset import run_pass
+        >>> from visionlens.dataset.views import label_agreement, neighbors
+        >>> model = vl.load_model("digits_cnn")
+        >>> label_agreement(neighbors(model, run_pass(model, "digits", ["features.relu3"]), "features.relu3"))
+        (1.0, 1.0)
+    """
     labels = np.asarray(nb.result.collection.labels)
     q = np.asarray(nb.query_labels)[:, None]
     return float((labels[nb.feature] == q).mean()), float((labels[nb.pixel] == q).mean())
@@ -163,8 +267,25 @@ def label_agreement(nb: Neighbors) -> tuple[float, float]:
 
 
 def colour_classes(result: PassResult, model: Model) -> tuple[list[int], list[str], str]:
-    """What to colour each image of a pass by: (class per row, class names, "label") when the
-    dataset is labelled, else its predicted class (the pass needs predict=True)."""
+    """What to colour each image of a pass by: its label when the dataset is labelled, else
+    its predicted class (the pass needs predict=True; without predictions all get class 0).
+
+    Args:
+        result: the pass.
+        model: the model, for the names of predicted classes.
+
+    Returns:
+        (class per row, class names, "label" or "predicted class"); predicted classes are
+        renumbered 0..m-1 over the m classes that occur.
+
+    Example:
+        >>> from visionlens.dataset import run_pass
+        >>> from visionlens.dataset.views import colour_classes
+        >>> model = vl.load_model("digits_cnn")
+        >>> classes, names, kind = colour_classes(run_pass(model, "digits", ["features.relu3"]), model)
+        >>> len(classes), names[:3], kind
+        (1797, ['0', '1', '2'], 'label')
+    """
     coll = result.collection
     if coll.labels is not None and min(coll.labels) >= 0:
         return list(coll.labels), list(coll.classes), "label"
@@ -174,14 +295,30 @@ def colour_classes(result: PassResult, model: Model) -> tuple[list[int], list[st
     return [uniq.index(c) for c in cls], [model.short_label(c) for c in uniq], "predicted class"
 
 
-
 @dataclass
 class Embedding:
-    coords: np.ndarray  # (N, 2)
+    """A 2-D map of feature space and how faithful it is; `embed` makes it.
+
+    Attributes:
+        coords: (N, 2) float32 map coordinates, one row per feature row.
+        method: "pca", "tsne" or "umap".
+        trustworthiness: sklearn's trustworthiness of the map (5 neighbours), in [0, 1].
+        explained: PCA only: the variance ratio of the two components; else None.
+        knn_accuracy: 5-NN label accuracy in the map when labels were given, in [0, 1].
+        params: the method and its parameters, as one line of text.
+
+    Example:
+        >>> from visionlens.dataset.views import embed
+        >>> m = embed(np.random.default_rng(0).random((100, 8)), "pca")
+        >>> m.coords.shape, m.method, m.knn_accuracy
+        ((100, 2), 'pca', None)
+    """
+
+    coords: np.ndarray
     method: str
     trustworthiness: float
-    explained: tuple[float, float] | None  # PCA: variance ratio of the two components
-    knn_accuracy: float | None  # 5-NN label accuracy in the map, when there are labels
+    explained: tuple[float, float] | None
+    knn_accuracy: float | None
     params: str
 
 
@@ -195,7 +332,27 @@ def embed(
     trust_points: int = 2000,
 ) -> Embedding:
     """A 2-D map of feature space by PCA, t-SNE (openTSNE, after PCA to 50 dimensions) or
-    UMAP, with its trustworthiness (5 neighbours, on at most `trust_points` points)."""
+    UMAP, with its trustworthiness (5 neighbours, on at most `trust_points` points).
+
+    Args:
+        features: (N, D) feature rows, N >= 4 (e.g. `PassResult.features(layer)`).
+        method: "pca", "tsne" or "umap".
+        labels: one class per row (all >= 0), to measure 5-NN accuracy in the map.
+        seed: random seed of the method and the trustworthiness sample.
+        perplexity: t-SNE's perplexity (capped at (N - 1) / 3).
+        n_neighbors: UMAP's neighbourhood size (capped at N - 1).
+        trust_points: at most this many points are used to measure trustworthiness.
+
+    Returns:
+        An `Embedding` with (N, 2) coordinates.
+
+    Example:
+        >>> from visionlens.dataset import run_pass
+        >>> result = run_pass(vl.load_model("digits_cnn"), "digits", ["features.relu3"])
+        >>> m = vl.embed(result.features("features.relu3"), "pca", labels=result.collection.labels)
+        >>> m.coords.shape, m.params
+        ((1797, 2), 'PCA, 2 components')
+    """
     from sklearn.decomposition import PCA
     from sklearn.manifold import trustworthiness
 
@@ -245,7 +402,21 @@ def embed(
 
 def grid_assignment(coords: np.ndarray, cols: int | None = None) -> tuple[np.ndarray, int, int]:
     """Each point's cell (row, col) on a regular grid, chosen by solving the assignment of
-    points to cells that minimizes the total squared distance (the 'CNN codes' mosaic)."""
+    points to cells that minimizes the total squared distance (the 'CNN codes' mosaic).
+
+    Args:
+        coords: (N, 2) map coordinates (x, y), any scale.
+        cols: grid columns (default: ceil(sqrt(N))); rows follow.
+
+    Returns:
+        (cells (N, 2) int64 as (row, col), rows, cols); each cell holds at most one point.
+
+    Example:
+        >>> from visionlens.dataset.views import grid_assignment
+        >>> cells, rows, cols = grid_assignment(np.random.default_rng(0).random((10, 2)))
+        >>> cells.shape, rows, cols
+        ((10, 2), 3, 4)
+    """
     from scipy.optimize import linear_sum_assignment
 
     n = len(coords)
@@ -268,18 +439,56 @@ def grid_assignment(coords: np.ndarray, cols: int | None = None) -> tuple[np.nda
 
 @dataclass
 class Patch:
-    row: int  # image row in result.collection
+    """One of a unit's top dataset patches; `top_patches` makes them.
+
+    Attributes:
+        row: the image's row in `result.collection`.
+        value: the unit's maximum on that image.
+        position: (y, x) of the maximum on the layer's map.
+        box: (top, left, bottom, right) of the receptive field in the model's input, in px,
+            clipped to the image.
+        image: the whole receptive field, (h, w, 3) RGB in [0, 1], grey (0.5) where it
+            reaches past the image, so the unit's position is at its centre.
+
+    Example:
+        >>> from visionlens.dataset import run_pass
+        >>> model = vl.load_model("digits_cnn")
+        >>> patch = vl.top_patches(model, run_pass(model, "digits", ["features.relu3"]), "features.relu3", [0])[0][0]
+        >>> patch.image.shape, patch.position
+        ((8, 8, 3), (1, 2))
+    """
+
+    row: int
     value: float
-    position: tuple[int, int]  # (y, x) in the layer's map
-    box: tuple[int, int, int, int]  # (top, left, bottom, right) in the model's input, clipped
-    image: np.ndarray  # the receptive field, (h, w, 3) in [0, 1], grey outside the image
+    position: tuple[int, int]
+    box: tuple[int, int, int, int]
+    image: np.ndarray
 
 
 def top_patches(
     model: Model | torch.nn.Module, result: PassResult, layer: str, units: Sequence[int], k: int = 9
 ) -> dict[int, list[Patch]]:
     """For each unit, the k dataset images whose maximum of that unit is highest, cropped to
-    the receptive field (measured on the network) of the position of that maximum."""
+    the receptive field (measured on the network) of the position of that maximum.
+
+    Args:
+        model: the model the pass ran.
+        result: a `run_pass` result that captured `layer`.
+        layer: a layer with a spatial (C, H, W) output.
+        units: channel indices of `layer`.
+        k: patches per unit, at most the pass's `topk`.
+
+    Returns:
+        {unit: its `Patch`es, highest first} (fewer than k for a dataset smaller than k).
+
+    Example:
+        >>> from visionlens.dataset import run_pass
+        >>> model = vl.load_model("digits_cnn")
+        >>> result = run_pass(model, "digits", ["features.relu3"])
+        >>> patches = vl.top_patches(model, result, "features.relu3", units=[0, 5], k=4)
+        >>> sorted(patches), len(patches[5])
+        ([0, 5], 4)
+    """
     model = as_model(model)
     shape = result.shapes.get(layer)
     if shape is None:

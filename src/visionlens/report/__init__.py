@@ -55,7 +55,7 @@ A technique package adds to the report with an `Extension`, passed to
 - `ctx.site.cached(stem, params, compute)` caches a raw array without a picture (features);
   `ctx.site.status(text)` shows what is running in the progress bar.
 - The CLI passes `--dataset NAME` as `ctx.dataset` and asks
-  `visionlens.report.dataset_page.extension(name)` for the Extension (see cli_report).
+  `visionlens.report.dataset_page.extension(name)` for the Extension (see visionlens.cli.report).
 """
 
 from ..io import fingerprint

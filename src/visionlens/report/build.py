@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -30,13 +31,30 @@ from .site import Site, Stats
 
 @dataclass
 class Report:
+    """What `build_report` wrote.
+
+    Attributes:
+        index: the path of index.html.
+        pages: the file names of every page, index.html last.
+        layers: the layers that got a page.
+        images: the names of the images shown.
+        skipped: (name, why) of the images that could not be read.
+        stats: how many figures were computed and how many reused from an earlier run.
+        left_out: images beyond `max_images`.
+
+    Example:
+        >>> report = vl.build_report(images=["chelsea"], layers=["blocks.2"], out_dir="report", quick=True)
+        >>> report.pages[0], report.layers, report.index.name
+        ('image-chelsea.html', ['blocks.2'], 'index.html')
+    """
+
     index: Path
     pages: list[str]
     layers: list[str]
     images: list[str]
     skipped: list[tuple[str, str]]
     stats: Stats
-    left_out: int = 0  # images beyond max_images
+    left_out: int = 0
 
 
 def _table(site: Site, model: Model) -> list[LayerInfo]:
@@ -59,6 +77,11 @@ def _table(site: Site, model: Model) -> list[LayerInfo]:
         field = None if rf is None else ReceptiveField(tuple(rf[0]), tuple(rf[1]), tuple(rf[2]), bool(rf[3]))
         out.append(LayerInfo(name, kind, tuple(shape) if shape else None, field))
     return out
+
+
+def _one(builder: Callable[..., Page], *args: Any) -> Callable[[], list[Page]]:
+    """A job making the one page `builder(*args)`."""
+    return lambda: [builder(*args)]
 
 
 def _check_layers(net: nn.Module, table: list[LayerInfo], layers: Sequence[str]) -> list[str]:
@@ -87,12 +110,36 @@ def build_report(
     max_images: int | None = None,
     progress: bool = False,
 ) -> Report:
-    """Write a static HTML report of `model` on `images` (files, folders or bundled sample
-    names; default: a few bundled photographs) into `out_dir`, and return what was written.
+    """Write a static HTML report of `model` on `images` into `out_dir`, and return what was
+    written.
 
     Figures already in `out_dir` with the same key are reused; nothing else there is touched.
     Pages are written after every figure, and index.html last, each atomically: a run that
-    stops half-way leaves the previous report as it was."""
+    stops half-way leaves the previous report as it was.
+
+    Args:
+        model: a `Model`, an `nn.Module`, or a spec `load_model` takes.
+        images: image files, folders (their files) or bundled sample names; default:
+            `DEFAULT_IMAGES` (`QUICK_IMAGES` when quick).
+        layers: layers with a spatial output that get a page; default: two or three spread
+            over the network's depth.
+        out_dir: the report folder (made when missing).
+        quick: lighter settings and fewer images (about two minutes on 2 CPU cores).
+        settings: how much work each technique does (default: `Settings()` or
+            `Settings.quick()`).
+        extensions: what technique packages add (pages, overview sections, unit patches).
+        dataset: a dataset name handed to extensions as `ctx.dataset`.
+        max_images: show at most this many images (the rest are counted in `left_out`).
+        progress: show a progress display.
+
+    Returns:
+        A `Report`: the path of index.html, the pages, layers and images, and the cache stats.
+
+    Example:
+        >>> report = vl.build_report("efficientnet_lite0", ["chelsea", "coffee"], ["blocks.2"], "report", quick=True)
+        >>> report.images, report.index
+        (['chelsea', 'coffee'], PosixPath('report/index.html'))
+    """
     model = load_model(model) if isinstance(model, str) else as_model(model)
     settings = settings or (Settings.quick() if quick else Settings())
     sources = expand_images(list(images) if images else list(QUICK_IMAGES if quick else DEFAULT_IMAGES))
@@ -114,10 +161,10 @@ def build_report(
     ctx.cam_layer = last_spatial_layer(model, model.preprocessing.input_size)
 
     jobs: list[tuple[str, Callable[[], Sequence[Page]]]] = []
-    jobs += [(f"image {im.name}", lambda im=im: [image_page(ctx, im)]) for im in good]  # type: ignore[misc]
-    jobs += [(f"layer {layer}", lambda layer=layer: [layer_page(ctx, layer)]) for layer in chosen]  # type: ignore[misc]
+    jobs += [(f"image {im.name}", _one(image_page, ctx, im)) for im in good]
+    jobs += [(f"layer {layer}", _one(layer_page, ctx, layer)) for layer in chosen]
     jobs += [("units", lambda: [units_page(ctx)]), ("synthesis", lambda: [synthesis_page(ctx)])]
-    jobs += [(f"{ext.name}", lambda b=b: b(ctx)) for ext in extensions for b in ext.pages]  # type: ignore[misc]
+    jobs += [(f"{ext.name}", functools.partial(b, ctx)) for ext in extensions for b in ext.pages]
     jobs += [("overview", lambda: [overview_page(ctx)])]
     pages: list[Page] = []
     with Progress("report", len(jobs) + 1, enabled=progress) as bar:

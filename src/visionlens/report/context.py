@@ -18,40 +18,99 @@ from .core import Figure, Page, Section, Settings
 from .site import Site, slugify
 
 DEFAULT_IMAGES = ("chelsea", "coffee", "rocket", "motorcycle", "flower", "grace_hopper")
+"""The bundled photographs a report shows when given no images.
+
+Example:
+    >>> from visionlens.report import DEFAULT_IMAGES
+    >>> DEFAULT_IMAGES[:2]
+    ('chelsea', 'coffee')
+"""
 QUICK_IMAGES = DEFAULT_IMAGES[:3]
+"""The bundled photographs of a `quick=True` report given no images.
+
+Example:
+    >>> from visionlens.report import QUICK_IMAGES
+    >>> QUICK_IMAGES
+    ('chelsea', 'coffee', 'rocket')
+"""
 
 
 @dataclass
 class ReportImage:
-    name: str  # as the user gave it (file name or sample name): display text, never a path
-    source: str  # what load_image reads
-    slug: str  # safe for file names and URLs
-    x: torch.Tensor  # (1, 3, H, W), normalized, on the model's device
-    key: str  # fingerprint of the prepared input
-    top: list[tuple[int, str, float]] = field(default_factory=list)  # top-5 (class, label, probability)
+    """One readable image of a report, prepared for the model and classified.
+
+    Attributes:
+        name: as the user gave it (file name or sample name): display text, never a path.
+        source: what `load_image` reads.
+        slug: a version of the name safe for file names and URLs.
+        x: model input as `model.prepare` makes it, (1, 3, H, W), on the model's device.
+        key: the fingerprint of `x`, for figure keys.
+        top: its top-5 classes as (class index, label, probability).
+
+    Example:
+        >>> from visionlens.report.context import load_images
+        >>> images, skipped = load_images(vl.load_model(), ["chelsea", "nope.jpg"])
+        >>> images[0].page, images[0].top[0][1], skipped[0][0]
+        ('image-chelsea.html', 'tiger cat', 'nope.jpg')
+    """
+
+    name: str
+    source: str
+    slug: str
+    x: torch.Tensor
+    key: str
+    top: list[tuple[int, str, float]] = field(default_factory=list)
 
     @property
     def page(self) -> str:
+        """The file name of the image's page."""
         return f"image-{self.slug}.html"
 
 
 @dataclass
 class ReportContext:
+    """What every page builder gets (`build_report` makes it): the model, the images, the
+    layers, the settings and the site to write figures into.
+
+    Attributes:
+        model: the model the report is about.
+        site: the output folder; make figures with `ctx.site.figure(...)`.
+        settings: how much work each technique does.
+        images: the readable images, prepared and classified.
+        skipped: (name, why) of the images that could not be read.
+        layers: the layers that get a page.
+        layer_table: every layer's type, output shape and receptive field.
+        quick: whether the report runs with `quick=True`.
+        dataset: the dataset name given to `build_report` (`--dataset`), for extensions.
+        extensions: the report's extensions.
+        cam_layer: Grad-CAM's layer: the last spatial one.
+        unit_figures: (layer, unit) -> its feature visualization, filled by the layer pages.
+
+    Example:
+        >>> from visionlens.report import Extension, Page, ReportContext, Section
+        >>> def notes(ctx: ReportContext) -> list[Page]:
+        ...     text = f"{len(ctx.images)} images, layers {', '.join(ctx.layers)}"
+        ...     return [Page("notes.html", "Notes", "Report", [Section("Run", intro=text)])]
+        >>> vl.build_report(extensions=[Extension("notes", pages=[notes])], quick=True).pages[-2:]
+        ['notes.html', 'index.html']
+    """
+
     model: Model
     site: Site
     settings: Settings
     images: list[ReportImage]
-    skipped: list[tuple[str, str]]  # (name, why) of images that could not be read
+    skipped: list[tuple[str, str]]
     layers: list[str]
     layer_table: list[LayerInfo]
     quick: bool = False
-    dataset: str | None = None  # --dataset NAME, for extensions
+    dataset: str | None = None
     extensions: Sequence[Extension] = ()
-    cam_layer: str = ""  # Grad-CAM's layer: the last spatial one
+    cam_layer: str = ""
     unit_figures: dict[tuple[str, int], Figure] = field(default_factory=dict)
 
     @property
     def model_key(self) -> str:
+        """The model's fingerprint, part of every figure's key."""
         return self.site.model_key
 
     def shape(self, layer: str) -> tuple[int, ...]:
@@ -63,9 +122,8 @@ class ReportContext:
 
     @staticmethod
     def layer_page(layer: str) -> str:
+        """The file name of `layer`'s page."""
         return f"layer-{slugify(layer)}.html"
-
-
 
 
 def expand_images(specs: Sequence[str | os.PathLike[str]]) -> list[str]:
@@ -121,10 +179,21 @@ UnitPatches = Callable[[ReportContext, str, Sequence[int]], Mapping[int, Sequenc
 class Extension:
     """What a technique package adds to the report (see the package docstring).
 
-    pages: builders of extra pages (e.g. the dataset page), run after the core pages.
-    overview: builders of extra sections at the end of the overview (index) page.
-    unit_patches: fills each unit's "top dataset patches" slot on the units page:
-        (context, layer, units) -> {unit: figures}.
+    Attributes:
+        name: what the extension is, shown in the progress display.
+        pages: builders (ctx) -> [Page] of extra pages (e.g. the dataset page), run after the
+            core pages.
+        overview: builders (ctx) -> [Section] of extra sections at the end of index.html.
+        unit_patches: fills each unit's "top dataset patches" slot on the units page:
+            (ctx, layer, units) -> {unit: [Figure]}.
+
+    Example:
+        >>> from visionlens.report import Extension, ReportContext, Section
+        >>> def summary(ctx: ReportContext) -> list[Section]:
+        ...     return [Section("Images", intro=", ".join(im.name for im in ctx.images))]
+        >>> report = vl.build_report(extensions=[Extension("summary", overview=[summary])], quick=True)
+        >>> report.index.name
+        'index.html'
     """
 
     name: str

@@ -7,6 +7,7 @@ cached like every pass (so a rerun reuses it)."""
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from ..io import model_fingerprint
 from ..models import Model
 from .context import Extension, ReportContext
 from .core import EmbeddingMap, Figure, Page, Section
-from .site import Site
+from .site import Site, slugify
 
 MAP_POINTS = 2000  # at most this many points (and thumbnails) in each map
 PATCHES = 8  # top patches per unit
@@ -67,8 +68,8 @@ def _thumb(site: Site, model: Model, res: PassResult, row: int) -> str:
 
 
 def _points(
-    site: Site, model: Model, res: PassResult, coords: np.ndarray, rows: Sequence[int], labels: Sequence[int],
-    names: Sequence[str],
+    site: Site, model: Model, res: PassResult, coords: np.ndarray, rows: Sequence[int] | np.ndarray,
+    labels: Sequence[int], names: Sequence[str],
 ) -> list[dict[str, Any]]:  # fmt: skip
     """The points of an interactive map: position, label, colour group and thumbnail
     (`labels[j]` indexes `names` and belongs to `rows[j]`)."""
@@ -156,7 +157,7 @@ class _View:
             stats = self.site.cached_json(
                 f"dataset/map-{method}",
                 {"method": method, "layer": self.layer, "points": len(sub)},
-                lambda method=method: _embed_stats(feats, method, sub_labels if self.by == "label" else None),
+                functools.partial(_embed_stats, feats, method, sub_labels if self.by == "label" else None),
                 depends=self.dep,
             )
             coords = np.asarray(stats["coords"], np.float32)
@@ -167,8 +168,8 @@ class _View:
                 self.site.figure(
                     f"dataset/scatter-{method}",
                     {"method": stats["params"], "layer": self.layer, "points": len(sub), "colour": self.by},
-                    lambda coords=coords: coords,
-                    lambda raw, title=title: plots.scatter(None, raw, sub_labels, self.names, title),
+                    functools.partial(np.asarray, coords),
+                    functools.partial(_scatter, sub_labels, self.names, title),
                     title=f"{_METHOD_NAMES[method]} map",
                     caption=f"{len(sub)} images of {self.name} by their {self.layer} features; {text}. "
                     f"Colour: {self.by}.",
@@ -221,6 +222,10 @@ class _View:
 _METHOD_NAMES = {"pca": "PCA", "tsne": "t-SNE", "umap": "UMAP"}
 
 
+def _scatter(labels: Sequence[int], names: Sequence[str], title: str, coords: np.ndarray) -> np.ndarray:
+    return plots.scatter(None, coords, labels, names, title)
+
+
 def _map_stats(stats: dict[str, Any], by: str) -> str:
     text = f"trustworthiness {stats['trust']:.3f}"
     if stats.get("explained"):
@@ -263,6 +268,8 @@ def _embed_stats(feats: np.ndarray, method: str, labels: list[int] | None) -> di
 def unit_patches(
     ctx: ReportContext, name: str, res: PassResult, layer: str, units: Sequence[int]
 ) -> dict[int, list[Figure]]:
+    """Each unit's top dataset patches as one figure (a strip of thumbnails), for the units
+    page; empty when the pass did not capture `layer`."""
     if layer not in res.layers:
         return {}
     k = min(PATCHES, len(res.collection))
@@ -306,16 +313,19 @@ def write_map_site(
     names: Sequence[str],
     title: str,
     caption: str,
+    page_name: str = "index.html",
 ) -> Path:
     """A one-page site with an interactive map of `coords` (points = `rows` of the pass):
-    pan, zoom, hover for the thumbnail and label; works from file://. Returns its index.html."""
+    pan, zoom, hover for the thumbnail and label; works from file://. The page is `page_name`
+    in `folder` (its map data is named after it, so pages can share a folder); returns its path."""
     from .html import Renderer, navigation
 
     site = Site(folder, model_fingerprint(model.net, model.name))
     points = _points(site, model, res, coords, rows, labels, names)
-    m = site.embedding_map("map", points, title=title, caption=caption, params={"layer": layer})
-    page = Page("index.html", title, "Report", [Section("Interactive map", maps=[m])], nav_text="Map")
+    map_id = "map" if page_name == "index.html" else slugify(Path(page_name).stem)
+    m = site.embedding_map(map_id, points, title=title, caption=caption, params={"layer": layer})
+    page = Page(page_name, title, "Report", [Section("Interactive map", maps=[m])], nav_text="Map")
     renderer = Renderer(site, model.name, navigation([page]))
     renderer.copy_assets()
     renderer.write(page)
-    return Path(folder) / "index.html"
+    return Path(folder) / page_name

@@ -30,6 +30,7 @@ def url(path: str) -> str:
 
 
 def param_text(value: Any) -> str:
+    """A parameter's value as caption text: floats in their shortest form (0.15, 1e-05)."""
     if isinstance(value, float):
         return f"{value:g}"
     return str(value)
@@ -37,6 +38,8 @@ def param_text(value: Any) -> str:
 
 @dataclass(frozen=True)
 class NavGroup:
+    """One heading of the navigation and its links."""
+
     title: str
     links: Sequence[Link]
 
@@ -54,6 +57,9 @@ def navigation(
 
 
 class Renderer:
+    """Renders pages with the package's jinja2 templates (autoescaped, strict about undefined
+    names) and writes them into the site with the shared navigation."""
+
     def __init__(self, site: Site, model_name: str, nav: list[NavGroup]) -> None:
         self.site, self.model_name, self.nav = site, model_name, nav
         self.env = Environment(
@@ -68,11 +74,13 @@ class Renderer:
         self.env.tests["link"] = lambda v: isinstance(v, Link)
 
     def copy_assets(self) -> None:
+        """Write the CSS and JS assets into `assets/` (left alone when unchanged)."""
         static = resources.files("visionlens.report").joinpath("static")
         for name in ASSETS:
             self.site.write_text(f"assets/{name}", static.joinpath(name).read_text(encoding="utf-8"))
 
     def render(self, page: Page) -> str:
+        """The page as HTML, loading its scripts and, when it shows maps, their data and viewer."""
         scripts = list(page.scripts)
         maps = [m for s in page.sections for m in s.maps]
         if maps:  # data files first: the viewer reads window.VL_MAPS when it runs
@@ -83,4 +91,5 @@ class Renderer:
         )
 
     def write(self, page: Page) -> None:
+        """Render the page and write it as `page.file`, atomically."""
         self.site.write_text(page.file, self.render(page))

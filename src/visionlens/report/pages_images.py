@@ -3,12 +3,15 @@ gradient, SmoothGrad, guided backprop, Grad-CAM and occlusion for two classes.""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 import torch
 
-from .. import attribution as A
-from .. import render
+from ..attribution import gradcam, guided_backprop, occlusion, saliency, smoothgrad
 from ..inspection import activations, strongest_channels
+from ..render import colorize, feature_tiles, grid, hwc, overlay, signed_rgb, upscale
 from .context import ReportContext, ReportImage
 from .core import Figure, Page, Section, Table
 from .site import slugify
@@ -19,6 +22,7 @@ def _pct(p: float) -> str:
 
 
 def input_figure(ctx: ReportContext, im: ReportImage) -> Figure:
+    """The image as the network sees it (resized, cropped, shown in [0, 1])."""
     m = ctx.model
     size = m.preprocessing.input_size
     return ctx.site.figure(
@@ -42,8 +46,8 @@ def _activation_figure(ctx: ReportContext, im: ReportImage, layer: str) -> Figur
 
     def draw(a: np.ndarray) -> np.ndarray:
         chans = strongest_channels(torch.from_numpy(a)[None], n).tolist()
-        tiles = [render.upscale(t, 96) for t in render.feature_tiles(a, chans)]
-        return render.grid(tiles, cols=min(8, len(tiles)))
+        tiles = [upscale(t, 96) for t in feature_tiles(a, chans)]
+        return grid(tiles, cols=min(8, len(tiles)))
 
     return ctx.site.figure(
         f"images/{im.slug}/act-{slugify(layer)}",
@@ -61,15 +65,16 @@ def _activation_figure(ctx: ReportContext, im: ReportImage, layer: str) -> Figur
 
 def _attribution_figures(ctx: ReportContext, im: ReportImage, target: int, cam_layer: str) -> list[Figure]:
     m, s = ctx.model, ctx.settings
-    img = render.hwc(m.to_image(im.x)[0])
+    img = hwc(m.to_image(im.x)[0])
     label = f"{target} '{m.short_label(target)}'"
-    kinds = [
+    # (file key, title, parameters, compute the raw array, draw it, caption)
+    kinds: list[tuple[str, str, dict[str, Any], Callable[[], Any], Callable[[np.ndarray], np.ndarray], str]] = [
         (
             "gradient",
             "Gradient saliency",
             {"method": "gradient (Simonyan et al. 2014)", "score": "logit"},
-            lambda: A.saliency(m, im.x, target)[0],
-            lambda a: render.colorize(a, "inferno"),
+            lambda: saliency(m, im.x, target)[0],
+            lambda a: colorize(a, "inferno"),
             f"|d logit / d pixel| of class {label}, the maximum over colour channels; bright pixels change the score "
             "most. Raw array: (H, W).",
         ),
@@ -82,8 +87,8 @@ def _attribution_figures(ctx: ReportContext, im: ReportImage, target: int, cam_l
                 "noise": s.smoothgrad_noise,
                 "score": "logit",
             },
-            lambda: A.smoothgrad(m, im.x, target, samples=s.smoothgrad_samples, noise=s.smoothgrad_noise)[0],
-            lambda a: render.colorize(a, "inferno"),
+            lambda: smoothgrad(m, im.x, target, samples=s.smoothgrad_samples, noise=s.smoothgrad_noise)[0],
+            lambda a: colorize(a, "inferno"),
             f"The gradient saliency of class {label} averaged over {s.smoothgrad_samples} copies of the image with "
             f"Gaussian noise of {s.smoothgrad_noise} x its range. Raw array: (H, W).",
         ),
@@ -91,8 +96,8 @@ def _attribution_figures(ctx: ReportContext, im: ReportImage, target: int, cam_l
             "guided",
             "Guided backprop",
             {"method": "guided backpropagation (Springenberg et al. 2015)", "score": "logit"},
-            lambda: A.guided_backprop(m, im.x, target)[0],
-            render.signed_rgb,
+            lambda: guided_backprop(m, im.x, target)[0],
+            signed_rgb,
             f"The input gradient of class {label} with every ReLU passing only positive gradient where its input is "
             "positive; grey is zero, colours show the direction each pixel pushes. Raw array: signed (3, H, W).",
         ),
@@ -100,8 +105,8 @@ def _attribution_figures(ctx: ReportContext, im: ReportImage, target: int, cam_l
             "gradcam",
             "Grad-CAM",
             {"method": "Grad-CAM (Selvaraju et al. 2017)", "layer": cam_layer, "score": "logit"},
-            lambda: A.gradcam(m, im.x, target, layer=cam_layer)[0],
-            lambda a: render.overlay(img, a, "jet", 0.6),
+            lambda: gradcam(m, im.x, target, layer=cam_layer)[0],
+            lambda a: overlay(img, a, "jet", 0.6),
             f"Channels of {cam_layer} weighted by their mean gradient for class {label}, summed, ReLU, upsampled "
             "and laid over the image. Raw array: the map at input size, (H, W).",
         ),
@@ -115,8 +120,8 @@ def _attribution_figures(ctx: ReportContext, im: ReportImage, target: int, cam_l
                 "baseline": "zero",
                 "score": "probability",
             },
-            lambda: A.occlusion(m, im.x, target, window=s.occlusion_window, stride=s.occlusion_stride)[0],
-            lambda a: render.overlay(img, np.clip(a, 0, None), "jet", 0.6),
+            lambda: occlusion(m, im.x, target, window=s.occlusion_window, stride=s.occlusion_stride)[0],
+            lambda a: overlay(img, np.clip(a, 0, None), "jet", 0.6),
             f"How much the probability of class {label} drops when a {s.occlusion_window} px grey square covers each "
             f"place (stride {s.occlusion_stride}), averaged per pixel; red areas matter. Raw array: the drop, (H, W).",
         ),
@@ -138,6 +143,8 @@ def _attribution_figures(ctx: ReportContext, im: ReportImage, target: int, cam_l
 
 
 def image_page(ctx: ReportContext, im: ReportImage) -> Page:
+    """The page of one image: input and top-5, activations, and every attribution method
+    (gradient, SmoothGrad, guided backprop, Grad-CAM, occlusion) for two classes."""
     m = ctx.model
     cam_layer = ctx.cam_layer
     head = Section(

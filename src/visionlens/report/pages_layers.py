@@ -4,7 +4,8 @@ visualization beside a slot for its top dataset patches."""
 
 from __future__ import annotations
 
-import math
+import functools
+from collections.abc import Callable
 from dataclasses import replace
 from functools import cache
 
@@ -13,8 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import render
+from ..images import psnr
 from ..probe import resolve_layer
+from ..render import colorize, diverging, filter_tiles, grid, upscale
 from ..synthesis.engine import Result
 from ..synthesis.recipes import dream, gram_matrix, invert, visualize
 from .context import ReportContext
@@ -22,6 +24,14 @@ from .core import Card, Figure, Page, Section, Slot
 from .site import slugify
 
 UNIT_PATCHES_SLOT = "unit-patches"
+"""The name of the `Slot` on each unit card of units.html that an extension's
+`unit_patches` fills with the unit's top dataset patches.
+
+Example:
+    >>> from visionlens.report import UNIT_PATCHES_SLOT
+    >>> UNIT_PATCHES_SLOT
+    'unit-patches'
+"""
 
 
 def _checked(res: Result) -> Result:
@@ -36,10 +46,13 @@ def _first_conv(ctx: ReportContext, layer: str) -> tuple[str, nn.Conv2d] | None:
     mod = resolve_layer(ctx.model.net, layer)
     convs = [(f"{layer}.{n}" if n else layer, c) for n, c in mod.named_modules() if isinstance(c, nn.Conv2d)]
     spatial = [(n, c) for n, c in convs if max(c.kernel_size) > 1]
-    return (spatial or convs or [None])[0]
+    found = spatial or convs
+    return found[0] if found else None
 
 
 def filters_figure(ctx: ReportContext, name: str, conv: nn.Conv2d, limit: int = 64) -> Figure:
+    """The first `limit` kernels of convolution `name`: RGB for first-layer filters, a
+    blue/red mean over inputs for deeper ones."""
     w = conv.weight.detach()
     o, i, kh, kw = w.shape
     if kh * kw > 1:
@@ -47,14 +60,14 @@ def filters_figure(ctx: ReportContext, name: str, conv: nn.Conv2d, limit: int = 
         caption = f"The first {min(limit, o)} of {o} kernels ({kh}x{kw}) of {name}, {kind}."
 
         def draw(a: np.ndarray) -> np.ndarray:
-            return render.grid(render.filter_tiles(a[:limit]), cols=min(8, min(limit, o)))
+            return grid(filter_tiles(a[:limit]), cols=min(8, min(limit, o)))
     else:
         caption = (
             f"{name} is a 1x1 convolution: its weights as an {o} x {i} matrix (outputs by inputs), blue < 0 < red."
         )
 
         def draw(a: np.ndarray) -> np.ndarray:
-            return render.upscale(render.diverging(a[:, :, 0, 0]), 320)
+            return upscale(diverging(a[:, :, 0, 0]), 320)
 
     return ctx.site.figure(
         f"layers/{slugify(name)}-filters",
@@ -69,12 +82,11 @@ def filters_figure(ctx: ReportContext, name: str, conv: nn.Conv2d, limit: int = 
 
 def _gram_figures(ctx: ReportContext, layer: str) -> list[Figure]:
     im = ctx.images[0]
-    image = ctx.model.to_image(im.x)
     holder: dict[str, torch.Tensor] = {}
 
     @cache
     def gram() -> None:
-        g = gram_matrix(ctx.model, image, layer)
+        g = gram_matrix(ctx.model, im.x, layer)
         holder["matrix"], holder["corr"] = g.matrix, g.correlation
 
     c = ctx.shape(layer)[0]
@@ -85,7 +97,7 @@ def _gram_figures(ctx: ReportContext, layer: str) -> list[Figure]:
             f"layers/{slugify(layer)}-gram",
             {"method": "Gram matrix", **common},
             lambda: (gram(), holder["matrix"])[1],
-            lambda a: render.upscale(render.colorize(a, "magma"), c * scale),
+            lambda a: upscale(colorize(a, "magma"), c * scale),
             title=f"Gram matrix of {layer}",
             caption=f"Inner products of the {c} channel maps of {layer} on {im.name}, divided by the number of "
             "positions (magma, clipped at the 99.5th percentile): the style statistics texture synthesis and style "
@@ -97,7 +109,7 @@ def _gram_figures(ctx: ReportContext, layer: str) -> list[Figure]:
             f"layers/{slugify(layer)}-correlation",
             {"method": "channel correlation", **common},
             lambda: (gram(), holder["corr"])[1],
-            lambda a: render.upscale(render.diverging(a), c * scale),
+            lambda a: upscale(diverging(a), c * scale),
             title=f"Channel correlation of {layer}",
             caption="The Gram matrix normalized by its diagonal, G_ij / sqrt(G_ii G_jj): which channels fire together "
             f"on {im.name} (red) or apart (blue). Raw array: (C, C).",
@@ -105,6 +117,10 @@ def _gram_figures(ctx: ReportContext, layer: str) -> list[Figure]:
             css="pixelated",
         ),
     ]
+
+
+def _item(batch: Callable[[], torch.Tensor], i: int) -> torch.Tensor:
+    return batch()[i]
 
 
 def unit_figures(ctx: ReportContext, layer: str) -> list[Figure]:
@@ -129,7 +145,7 @@ def unit_figures(ctx: ReportContext, layer: str) -> list[Figure]:
                 "parameterization": "Fourier, decorrelated colour",
                 "seed": s.seed,
             },
-            lambda u=u: batch()[u],  # type: ignore[misc]
+            functools.partial(_item, batch, u),
             title=f"{layer} unit {u}",
             caption=f"Channel {u} of {layer} maximized by gradient ascent from noise ({s.vis_steps} steps, "
             f"{s.vis_size} px). Raw array: the image in [0, 1], (3, H, W).",
@@ -152,7 +168,7 @@ def _dream_figure(ctx: ReportContext, layer: str) -> Figure:
             "seed": s.seed,
         },
         lambda: _checked(
-            dream(ctx.model, ctx.model.to_image(im.x), layer, octaves=s.dream_octaves, steps=s.dream_steps, seed=s.seed)
+            dream(ctx.model, im.x, layer, octaves=s.dream_octaves, steps=s.dream_steps, seed=s.seed)
         ).images[0],
         title=f"DeepDream of {im.name} at {layer}",
         caption=f"{im.name} changed by normalized gradient ascent on the L2 norm of {layer}'s activations, over "
@@ -173,7 +189,8 @@ def _invert_figure(ctx: ReportContext, layer: str) -> Figure:
     ).clamp(0, 1)
 
     def compute() -> torch.Tensor:
-        return _checked(invert(ctx.model, target, layer, steps=s.invert_steps, seed=s.seed)).images[0]
+        res = invert(ctx.model, ctx.model.to_input(target), layer, steps=s.invert_steps, seed=s.seed)
+        return _checked(res).images[0]
 
     fig = ctx.site.figure(
         f"layers/{slugify(layer)}-invert",
@@ -195,13 +212,13 @@ def _invert_figure(ctx: ReportContext, layer: str) -> Figure:
     )
     got = np.load(ctx.site.root / fig.npy) if fig.npy else None
     if got is not None and got.shape == tuple(target.shape[1:]):
-        mse = float(((torch.from_numpy(got) - target[0].cpu()) ** 2).mean())
-        psnr = 10 * math.log10(1 / max(mse, 1e-12))
-        fig = replace(fig, caption=fig.caption + f" PSNR against the original {psnr:.1f} dB.")
+        fig = replace(fig, caption=fig.caption + f" PSNR against the original {psnr(got, target[0]):.1f} dB.")
     return fig
 
 
 def layer_page(ctx: ReportContext, layer: str) -> Page:
+    """The page of one layer: filters, Gram matrix, feature visualizations of its first units,
+    DeepDream and inversion."""
     shape = "x".join(map(str, ctx.shape(layer)))
     sections = []
     first = _first_conv(ctx, layer)
@@ -247,6 +264,8 @@ def layer_page(ctx: ReportContext, layer: str) -> Page:
 
 
 def units_page(ctx: ReportContext) -> Page:
+    """units.html: every unit's feature visualization beside the slot for its top dataset
+    patches, which the extensions' `unit_patches` fill."""
     sections = []
     for layer in ctx.layers:
         figs = [(u, f) for (lay, u), f in sorted(ctx.unit_figures.items()) if lay == layer]

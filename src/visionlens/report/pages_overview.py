@@ -16,10 +16,13 @@ def _n(count: int, noun: str) -> str:
 
 
 def layer_rows(table: list[LayerInfo], chosen: list[str], pages: dict[str, str]) -> tuple[list[list], list[int]]:
-    rows, marked = [], []
+    """The layer table's rows (name, linked when it has a page; type; shape; receptive field
+    size and stride) and the indices of the chosen layers' rows."""
+    rows: list[list] = []
+    marked: list[int] = []
     for info in table:
         rf: ReceptiveField | None = info.field
-        size = "" if rf is None else (f">={rf.size[0]}" if rf.clipped else str(rf.size[0]))
+        size = "" if rf is None else rf.size_text()
         name: str | Link = Link(info.name, pages[info.name]) if info.name in pages else info.name
         if info.name in chosen:
             marked.append(len(rows))
@@ -29,6 +32,8 @@ def layer_rows(table: list[LayerInfo], chosen: list[str], pages: dict[str, str])
 
 
 def overview_page(ctx: ReportContext) -> Page:
+    """index.html: the model, its first filters and layer table, the images with their top-5,
+    the unreadable files, and the extensions' overview sections."""
     m = ctx.model
     pre = m.preprocessing
     params = sum(p.numel() for p in m.net.parameters())
@@ -41,7 +46,7 @@ def overview_page(ctx: ReportContext) -> Page:
     )
     try:
         name = first_conv(m.net)
-        model.figures.append(filters_figure(ctx, name, dict(m.net.named_modules())[name]))  # type: ignore[arg-type]
+        model.figures.append(filters_figure(ctx, name, dict(m.net.named_modules())[name]))
     except Exception:  # noqa: BLE001 - a model without a convolution simply has no filter picture
         pass
     cards = [

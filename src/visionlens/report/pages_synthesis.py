@@ -56,7 +56,9 @@ def _texture_section(ctx: ReportContext, name: str) -> Section:
             "seed": s.seed,
         },
         lambda: _checked(
-            texture(ctx.model, x, layers=used, size=s.texture_size, steps=s.texture_steps, seed=s.seed)
+            texture(
+                ctx.model, ctx.model.to_input(x), layers=used, size=s.texture_size, steps=s.texture_steps, seed=s.seed
+            )
         ).images[0],
         title=f"Texture of {name}",
         caption=f"From noise, an image whose Gram matrices at {layers} match those of {name}: the same local "
@@ -87,7 +89,13 @@ def _style_section(ctx: ReportContext, content: str, style: str) -> Section:
         },
         lambda: _checked(
             style_transfer(
-                ctx.model, c, st, content_layer=content_layer, style_layers=used, steps=s.style_steps, seed=s.seed
+                ctx.model,
+                ctx.model.to_input(c),
+                ctx.model.to_input(st),
+                content_layer=content_layer,
+                style_layers=used,
+                steps=s.style_steps,
+                seed=s.seed,
             )
         ).images[0],
         title=f"{content} in the style of {style}",
@@ -100,6 +108,8 @@ def _style_section(ctx: ReportContext, content: str, style: str) -> Section:
 
 
 def synthesis_page(ctx: ReportContext) -> Page:
+    """synthesis.html: texture synthesis of the settings' textures and style transfer of its
+    (content, style) pairs."""
     s = ctx.settings
     sections = [_texture_section(ctx, n) for n in s.textures]
     sections += [_style_section(ctx, c, st) for c, st in s.styles]

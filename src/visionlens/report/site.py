@@ -8,6 +8,7 @@ module did not write is ever touched."""
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,8 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .. import render
 from ..io import atomic_file, fingerprint, save_array
+from ..render import hwc, save_image, to_numpy
 from .core import EmbeddingMap, Figure
 
 CACHE_VERSION = 1
@@ -28,7 +29,25 @@ _SAFE_PATH = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
 def slugify(text: str, taken: set[str] | None = None, key: str | None = None) -> str:
     """A file-name-safe version of `text`; a short hash of `key` (default: `text`) is appended
     when characters had to be replaced or the slug is already in `taken`, so different names
-    never share files. The result is added to `taken`."""
+    never share files. The result is added to `taken`.
+
+    Args:
+        text: any name (a layer, a file name, a label).
+        taken: slugs already used; the new one is added.
+        key: what the hash is taken of (e.g. a resolved path, so two files of the same name
+            in different folders get different slugs).
+
+    Returns:
+        At most 48 characters of [A-Za-z0-9_.-], plus "-" and 8 hex digits when needed.
+
+    Example:
+        >>> from visionlens.report import slugify
+        >>> slugify("blocks.3"), slugify("my photo.jpg")
+        ('blocks.3', 'my-photo.jpg-7b79c977')
+        >>> taken = set()
+        >>> slugify("blocks.3", taken), slugify("blocks.3", taken)
+        ('blocks.3', 'blocks.3-43e645f6')
+    """
     base = re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.")[:48] or "item"
     digest = fingerprint(key or text)[:8]
     slug = base
@@ -43,21 +62,42 @@ def slugify(text: str, taken: set[str] | None = None, key: str | None = None) ->
 
 
 def _to_numpy(a: Any) -> np.ndarray:
-    return render.to_numpy(a) if isinstance(a, torch.Tensor) else np.asarray(a)
+    return to_numpy(a) if isinstance(a, torch.Tensor) else np.asarray(a)
 
 
 @dataclass
 class Stats:
-    computed: int = 0  # figures and arrays made this run
-    reused: int = 0  # taken from the cache
+    """Figures and arrays of one run: `computed` made (their stems in `computed_names`),
+    `reused` taken from the files of an earlier run."""
+
+    computed: int = 0
+    reused: int = 0
     computed_names: list[str] = field(default_factory=list)
 
 
 class Site:
     """The output folder of one report. Figures live under `figures/`, embedding-map data
-    under `data/`, CSS and JS under `assets/`, pages at the top."""
+    under `data/`, CSS and JS under `assets/`, pages at the top.
 
-    def __init__(self, root: str | Path, model_key: str, status: Callable[[str], None] | None = None) -> None:
+    Args:
+        root: the report folder (made when the first file is written).
+        model_key: the model's fingerprint, part of every figure's key.
+        status: called with the stem of each figure about to be computed (progress).
+
+    Example:
+        >>> from visionlens.report import Site
+        >>> site = Site("report", "my-model")
+        >>> noise = lambda: np.random.default_rng(0).random((8, 8, 3))
+        >>> fig = site.figure("demo/noise", {"seed": 0}, noise, title="Noise", caption="Uniform noise.")
+        >>> fig.png, fig.shape
+        ('figures/demo/noise.png', (8, 8, 3))
+        >>> site.figure("demo/noise", {"seed": 0}, noise, title="Noise", caption="...").png, site.stats.reused
+        ('figures/demo/noise.png', 1)
+    """
+
+    def __init__(
+        self, root: str | os.PathLike[str], model_key: str, status: Callable[[str], None] | None = None
+    ) -> None:
         self.root = Path(root)
         self.model_key = model_key
         self.stats = Stats()
@@ -71,6 +111,8 @@ class Site:
         return stem
 
     def key(self, stem: str, params: Mapping[str, Any], depends: Sequence[str] = ()) -> str:
+        """The cache key of a figure: the fingerprint of the model, its stem, its parameters and
+        the fingerprints of its inputs."""
         return fingerprint(CACHE_VERSION, self.model_key, stem, dict(params), list(depends))
 
     def _sidecar(self, rel: str) -> dict[str, Any] | None:
@@ -84,6 +126,7 @@ class Site:
             f.write(json.dumps(data, indent=1, default=str).encode())
 
     def status(self, text: str) -> None:
+        """Show `text` as what is running now (in the progress display)."""
         self._status(text)
 
     # ------------------------------------------------------------ cached results
@@ -153,9 +196,9 @@ class Site:
             return self._figure(png, npy, title, caption, params, meta, css)
         self.status(stem)
         arr = _to_numpy(compute())
-        picture = (draw or render.hwc)(arr)
+        picture = (draw or hwc)(arr)
         save_array(self.root / npy, arr)
-        render.save_image(self.root / png, picture)
+        save_image(self.root / png, picture)
         meta = {
             "key": key,
             "params": dict(params),

@@ -9,6 +9,7 @@ transfer are short recipes that choose a parameterization, an objective and an o
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..errors import ArgumentError
 from ..models import Model, as_model
 from ..probe import Probe, backward_rule
 from ..progress import Progress
@@ -27,11 +29,28 @@ from .transforms import RandomTransforms, Transform
 
 @dataclass
 class Result:
-    images: torch.Tensor  # (B, 3, H, W) in [0, 1]
-    values: list[float] = field(default_factory=list)  # objective after each step
+    """What `synthesize` (and every recipe built on it) returns.
+
+    Attributes:
+        images: the pictures, (B, 3, H, W) RGB in [0, 1] on the model's device.
+        values: the objective's value after each step.
+        steps: the steps completed.
+        interrupted: True when Ctrl-C stopped the run; `images` are the last completed step.
+        failure: why the run stopped early (e.g. the objective became NaN), or None; `images`
+            are then the last good step.
+
+    Example:
+        >>> from visionlens.synthesis.objectives import channel
+        >>> r = vl.synthesize(vl.load_model(), channel("blocks.4", 7), size=64, steps=8)
+        >>> r.images.shape, r.steps, len(r.values), r.failure
+        (torch.Size([1, 3, 64, 64]), 8, 8, None)
+    """
+
+    images: torch.Tensor
+    values: list[float] = field(default_factory=list)
     steps: int = 0
-    interrupted: bool = False  # Ctrl-C: images are the last completed step
-    failure: str | None = None  # e.g. the objective became NaN: images are the last good step
+    interrupted: bool = False
+    failure: str | None = None
 
 
 class NormalizedAscent(torch.optim.Optimizer):
@@ -41,7 +60,8 @@ class NormalizedAscent(torch.optim.Optimizer):
         super().__init__(params, {"lr": lr})
 
     @torch.no_grad()
-    def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:  # type: ignore[override]
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]  # torch splits step into None/closure overloads; one signature, as LBFGS has
+        """One step: p -= lr * grad / mean(|grad|) for every parameter; returns the closure's loss."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -60,8 +80,6 @@ def _optimizer(kind: str, params: list[nn.Parameter], lr: float) -> torch.optim.
         return torch.optim.LBFGS(params, lr=lr, max_iter=1, history_size=50, line_search_fn="strong_wolfe")
     if kind == "normalized":
         return NormalizedAscent(params, lr=lr)
-    from ..errors import ArgumentError
-
     raise ArgumentError(f"unknown optimizer {kind!r}; choose adam, lbfgs or normalized")
 
 
@@ -93,31 +111,62 @@ def synthesize(
     save_every: int | None = None,
     on_frame: Callable[[int, torch.Tensor], None] | None = None,
 ) -> Result:
-    """Optimize an image (batch) to maximize `objective` on `model`.
+    """Optimize an image (batch) to maximize `objective` on `model`: the one loop behind
+    every recipe. The images that objectives see (`State.image`) are pictures in [0, 1]; the
+    model gets them normalized.
 
-    init: (B, 3, H, W) model input to start from, as `model.prepare(...)` makes it (else
-    small noise of `size`). The result's images are pictures in [0, 1], as are the images
-    that objectives see (`State.image`).
-    param: "fourier" (decorrelated 1/f spectrum), "pixel" (sigmoid pixels) or "raw" via init.
-    optimizer: "adam", "lbfgs" or "normalized" (DeepDream's scaled gradient step).
-    transforms: "standard" (pad, jitter, scale, rotate), a callable, or None.
-    redirect_steps: for this many first steps ReLUs pass gradient to dead units (default:
-    an eighth of the steps, at most 32, for feature visualization from noise; 0 when `init`).
-    tile: evaluate the objective on tiles of at most this many pixels (large images).
-    save_every / on_frame: call on_frame(step, images) every N steps.
+    Args:
+        model: a `Model` or any `nn.Module`.
+        objective: what to maximize (see `visionlens.synthesis.objectives`).
+        batch: images optimized together (without `init`).
+        size: the side, or (H, W), of the images in px (without `init`).
+        init: (B, 3, H, W) model input to start from, as `model.prepare(...)` makes it; else
+            the images start from small noise.
+        param: "fourier" (decorrelated 1/f spectrum), "pixel" (sigmoid pixels) or "raw"
+            (pixels clamped to [0, 1]; usually with `init`).
+        steps: optimization steps.
+        lr: the optimizer's learning rate.
+        optimizer: "adam", "lbfgs" or "normalized" (DeepDream's scaled gradient step).
+        transforms: "standard" (pad, jitter, scale, rotate), a callable on (B, 3, H, W)
+            pictures, or None.
+        redirect_steps: for this many first steps ReLUs pass gradient to dead units (default:
+            an eighth of the steps, at most 32, from noise; 0 with `init`).
+        tile: evaluate the objective on tiles of at most this many px (large images).
+        seed: seed of the starting noise and the transforms (None: not seeded).
+        progress: show a progress bar.
+        save_every: with `on_frame`, call it every this many steps.
+        on_frame: called as on_frame(step, images) with the current pictures in [0, 1].
+
+    Returns:
+        A `Result`: (B, 3, H, W) pictures in [0, 1] and the objective after every step. A NaN
+        objective or Ctrl-C ends the run early, keeping the last good images.
+
+    Example:
+        >>> from visionlens.synthesis.objectives import channel, total_variation
+        >>> model = vl.load_model()
+        >>> r = vl.synthesize(model, channel("blocks.4", 7) - 1e-3 * total_variation(), size=64, steps=8)
+        >>> r.images.shape, r.steps
+        (torch.Size([1, 3, 64, 64]), 8)
     """
     model = as_model(model)
     net, dev = model.net, model.device
     gen = torch.Generator().manual_seed(seed) if seed is not None else None
     if init is not None:
         init = model.to_image(init.detach().to(dev, torch.float32))
-        shape = tuple(init.shape)
+        n, c, h, w = init.shape
+        shape = (n, c, h, w)
     else:
-        hw = (size, size) if isinstance(size, int) else size
-        shape = (batch, 3, *hw)
-    img_param = make_param(param, shape, init, gen).to(dev)  # type: ignore[arg-type]
+        h, w = (size, size) if isinstance(size, int) else size
+        shape = (batch, 3, h, w)
+    img_param = make_param(param, shape, init, gen).to(dev)
     opt = _optimizer(optimizer, list(img_param.parameters()), lr)
-    tf: Transform | None = RandomTransforms(generator=gen) if transforms == "standard" else transforms  # type: ignore[assignment]
+    tf: Transform | None
+    if isinstance(transforms, str):
+        if transforms != "standard":
+            raise ArgumentError(f"unknown transforms {transforms!r}; give 'standard', a callable or None")
+        tf = RandomTransforms(generator=gen)
+    else:
+        tf = transforms
     if redirect_steps is None:
         redirect_steps = 0 if init is not None else min(32, steps // 8)
     layers = list(objective.layers)
@@ -130,7 +179,7 @@ def synthesize(
     result = Result(img_param().detach().clone())
     last_good = copy.deepcopy(img_param.state_dict())
 
-    def closure(step: int) -> torch.Tensor:
+    def closure(step: int) -> float:
         opt.zero_grad()
         img = img_param()
         seen = tf(img) if tf is not None else img
@@ -145,18 +194,19 @@ def synthesize(
                 value = objective(state)
                 (-value).backward(retain_graph=k < len(cuts) - 1)
                 total = total + value.detach()
-        return -total
+        return -float(total)
 
+    constrain = getattr(img_param, "constrain", None)  # e.g. RawImage clamps to [0, 1] after each step
     bar = Progress(objective.description[:60], steps, enabled=progress, transient=True)
     # Gradients reaching dead units are often denormal floats, which run 20x slower on CPUs.
     flushing = torch.set_flush_denormal(True)
     try:
         with torch.inference_mode(False), torch.enable_grad():
             for step in range(steps):
-                loss = opt.step(lambda s=step: closure(s))  # type: ignore[misc]
+                loss = opt.step(functools.partial(closure, step))
                 value = -float(loss) if loss is not None else float("nan")
-                if hasattr(img_param, "constrain"):
-                    img_param.constrain()
+                if constrain is not None:
+                    constrain()
                 finite = math.isfinite(value) and all(torch.isfinite(p).all() for p in img_param.parameters())
                 if not finite:
                     img_param.load_state_dict(last_good)

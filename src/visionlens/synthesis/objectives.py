@@ -2,13 +2,16 @@
 
 An `Objective` maps the current state (the image and the captured activations) to a scalar.
 The engine MAXIMIZES it. Objectives combine with +, -, unary -, and multiplication or division
-by numbers, and describe themselves:
+by numbers, and describe themselves. Quantities that are naturally losses (total variation,
+feature and Gram distances) are returned as positive numbers, so they are subtracted.
 
-    obj = channel("blocks.4", 7) - 1e-3 * total_variation()
-    print(obj)   # channel(blocks.4, 7) - 0.001 * total_variation()
-
-Quantities that are naturally losses (total variation, feature and Gram distances) are
-returned as positive numbers, so they are subtracted.
+Example:
+    >>> from visionlens.synthesis.objectives import channel, total_variation
+    >>> obj = channel("blocks.4", 7) - 1e-3 * total_variation()
+    >>> obj, obj.layers
+    (channel(blocks.4, 7) - 0.001 * total_variation(), ('blocks.4',))
+    >>> vl.synthesize(vl.load_model(), obj, size=64, steps=8).images.shape
+    torch.Size([1, 3, 64, 64])
 """
 
 from __future__ import annotations
@@ -22,12 +25,20 @@ import torch.nn.functional as F
 
 @dataclass
 class State:
-    image: torch.Tensor  # (B, 3, H, W) in [0, 1], before the random transforms
+    """What an objective sees at one step: `image` is the (B, 3, H, W) picture in [0, 1]
+    before the random transforms, `acts` the captured outputs of the objective's layers (for
+    the transformed image), `output` the model's logits when an objective needs them."""
+
+    image: torch.Tensor
     acts: dict[str, torch.Tensor] = field(default_factory=dict)
-    output: torch.Tensor | None = None  # the model's output (logits), when an objective needs it
+    output: torch.Tensor | None = None
 
 
 class Objective:
+    """A scalar to maximize, computed from a `State`, with a description and the layers it
+    reads (the engine captures exactly those, and stops the forward pass after the deepest
+    unless `needs_output`). Combine objectives with +, -, unary - and * or / by numbers."""
+
     def __init__(
         self,
         fn: Callable[[State], torch.Tensor],

@@ -59,11 +59,14 @@ class PixelImage(nn.Module):
         self.raw = nn.Parameter(data)
 
     def forward(self) -> torch.Tensor:
+        """The current images, (B, 3, H, W) in (0, 1)."""
         return torch.sigmoid(self.raw)
 
 
 class FourierImage(nn.Module):
     """A 1/f-scaled spectrum with decorrelated colours behind a sigmoid."""
+
+    scale: torch.Tensor  # a buffer: the 1/f scaling of each frequency
 
     def __init__(
         self,
@@ -91,6 +94,7 @@ class FourierImage(nn.Module):
         self.spectrum = nn.Parameter(data)
 
     def forward(self) -> torch.Tensor:
+        """The current images, (B, 3, H, W) in (0, 1)."""
         spec = torch.view_as_complex(self.spectrum) * self.scale
         img = torch.fft.irfft2(spec, s=self.size, norm="ortho")
         return torch.sigmoid(_decorrelate(img))
@@ -112,10 +116,12 @@ class RawImage(nn.Module):
         self.raw = nn.Parameter(data)
 
     def forward(self) -> torch.Tensor:
+        """The current images, (B, 3, H, W), in [0, 1] after `constrain`."""
         return self.raw
 
     @torch.no_grad()
     def constrain(self) -> None:
+        """Clamp the pixels to [0, 1] (the engine calls it after every step)."""
         self.raw.clamp_(0, 1)
 
 
@@ -125,6 +131,9 @@ def make_param(
     init: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> nn.Module:
+    """The parameterization named `kind` ("fourier", "pixel" or "raw") for images of `shape`
+    (B, 3, H, W), starting from `init` (pictures in [0, 1]) or from noise drawn with
+    `generator`; calling the module gives the current images."""
     if kind == "fourier":
         return FourierImage(shape, init, generator=generator)
     if kind == "pixel":

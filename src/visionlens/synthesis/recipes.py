@@ -18,8 +18,20 @@ from ..inspection import activations
 from ..layers import check_units, layer_channels
 from ..models import Model, as_model
 from ..probe import resolve_layer
-from . import objectives as O
 from .engine import Result, synthesize
+from .objectives import (
+    Objective,
+    alpha_norm,
+    channel,
+    class_logit,
+    colour_match,
+    feature_loss,
+    gram,
+    gram_loss,
+    layer_l2,
+    total_variation,
+)
+from .objectives import diversity as diversity_penalty
 from .transforms import RandomRoll
 
 
@@ -39,12 +51,36 @@ def visualize(
 ) -> Result:
     """Gradient ascent from noise to images that maximize a unit (channel) of `layer`, several
     units at once (one image each), or a class logit (`classes`). With `diversity=K`, K images
-    of the same unit pushed apart from each other."""
+    of the same unit pushed apart from each other.
+
+    Args:
+        model: a `Model` or any `nn.Module`.
+        layer: the dotted name of the layer whose units to maximize.
+        units: a channel index of `layer`, or several (one image each).
+        classes: class indices or names to maximize the logits of instead (one image each).
+        diversity: K > 1 makes K images of one unit, pushed apart by a Gram-similarity penalty.
+        diversity_weight: the weight of that penalty.
+        size: the images' side, in px.
+        steps: optimization steps.
+        lr: Adam's learning rate.
+        param: "fourier" (decorrelated 1/f spectrum) or "pixel".
+        **engine: passed on to `synthesize` (seed, transforms, progress, ...).
+
+    Returns:
+        A `Result` with one (3, size, size) picture in [0, 1] per unit, class or diverse copy.
+
+    Example:
+        >>> model = vl.load_model()
+        >>> vl.visualize(model, "blocks.4", [0, 1], size=64, steps=8).images.shape
+        torch.Size([2, 3, 64, 64])
+        >>> vl.visualize(model, classes=["goldfish", "daisy"], size=64, steps=8).images.shape
+        torch.Size([2, 3, 64, 64])
+    """
     model = as_model(model)
     if classes is not None:
         cls = [classes] if isinstance(classes, (int, str)) else list(classes)
         idx = [model.class_index(c) for c in cls]
-        objective = O.class_logit(idx)
+        objective = class_logit(idx)
         return synthesize(model, objective, batch=len(idx), size=size, steps=steps, lr=lr, param=param, **engine)
     if layer is None or units is None:
         raise ArgumentError("give a layer and unit(s), or a class")
@@ -54,9 +90,9 @@ def visualize(
         if len(unit_list) != 1:
             raise ArgumentError("`diversity` makes several images of ONE unit; give a single unit")
         unit_list = unit_list * diversity
-        objective = O.channel(layer, unit_list) - diversity_weight * O.diversity(layer)
+        objective = channel(layer, unit_list) - diversity_weight * diversity_penalty(layer)
     else:
-        objective = O.channel(layer, unit_list)
+        objective = channel(layer, unit_list)
     return synthesize(model, objective, batch=len(unit_list), size=size, steps=steps, lr=lr, param=param, **engine)
 
 
@@ -81,7 +117,29 @@ def dream(
     """DeepDream: amplify whatever `layer` sees, by normalized gradient ascent on the layer's
     L2 over an octave pyramid, with random circular shifts each step. Images larger than
     `tile` are processed in tiles; the shift moves the seams every step so none show.
-    `image` is model input (`model.prepare(...)`); the result is the picture in [0, 1]."""
+
+    Args:
+        model: a `Model` or any `nn.Module`.
+        image: model input as `model.prepare` makes it, (B, 3, H, W).
+        layer: the dotted name of the layer to amplify.
+        octaves: pyramid levels (fewer when a level would be under 32 px).
+        octave_scale: the size ratio between levels (> 1).
+        steps: normalized gradient steps per octave.
+        lr: the step size, in picture units.
+        tile: the largest side, in px, evaluated at once.
+        jitter: the largest random circular shift per step, in px.
+        seed: seed of the shifts.
+        progress: show a progress bar.
+
+    Returns:
+        A `Result`: the dreamed (B, 3, H, W) pictures in [0, 1], and the objective after every
+        step of every octave.
+
+    Example:
+        >>> model = vl.load_model()
+        >>> vl.dream(model, model.prepare("chelsea"), "blocks.3", octaves=2, steps=4).images.shape
+        torch.Size([1, 3, 224, 224])
+    """
     model = as_model(model)
     resolve_layer(model.net, layer)
     if octaves < 1 or octave_scale <= 1.0:
@@ -104,7 +162,7 @@ def dream(
         start = (octave + detail).clamp(0, 1)
         result = synthesize(
             model,
-            O.layer_l2(layer),
+            layer_l2(layer),
             init=model.to_input(start),
             param="raw",
             steps=steps,
@@ -142,16 +200,39 @@ def invert(
     """Feature inversion (Mahendran & Vedaldi 2015): from noise, an image whose `layer`
     features match those of `image`, with total-variation and alpha-norm priors. L-BFGS on
     the decorrelated Fourier parameterization converges far better than Adam on pixels
-    (chelsea at 96 px from blocks.1: 25 dB against 18 dB in the same time). `image` is model
-    input (`model.prepare(...)`); the result is the picture in [0, 1] of the same size."""
+    (chelsea at 96 px from blocks.1: 25 dB against 18 dB in the same time).
+
+    Args:
+        model: a `Model` or any `nn.Module`.
+        image: model input as `model.prepare` makes it, (B, 3, H, W).
+        layer: the dotted name of the layer whose features to match.
+        steps: optimization steps.
+        lr: the optimizer's learning rate.
+        tv_weight: the weight of the total-variation prior.
+        alpha_weight: the weight of the alpha-norm prior (alpha 6).
+        param: "fourier" or "pixel".
+        optimizer: "lbfgs", "adam" or "normalized".
+        seed: seed of the starting noise.
+        **engine: passed on to `synthesize`.
+
+    Returns:
+        A `Result` with the reconstructions, (B, 3, H, W) pictures in [0, 1] the size of
+        `image`.
+
+    Example:
+        >>> model = vl.load_model()
+        >>> x = model.prepare("chelsea", size=96, square=True)
+        >>> vl.invert(model, x, "blocks.1", steps=20).images.shape
+        torch.Size([1, 3, 96, 96])
+    """
     model = as_model(model)
     target = activations(model, image, [layer])[layer]
-    objective = -O.feature_loss(layer, target) - tv_weight * O.total_variation() - alpha_weight * O.alpha_norm(6)
+    objective = -feature_loss(layer, target) - tv_weight * total_variation() - alpha_weight * alpha_norm(6)
     return synthesize(
         model,
         objective,
         batch=image.shape[0],
-        size=tuple(image.shape[-2:]),
+        size=(image.shape[-2], image.shape[-1]),
         steps=steps,
         lr=lr,
         param=param,
@@ -165,19 +246,49 @@ def invert(
 
 @dataclass
 class GramResult:
-    matrix: torch.Tensor  # (C, C) Gram matrix
-    correlation: torch.Tensor  # (C, C) normalized: G_ij / sqrt(G_ii G_jj)
-    top_pairs: list[tuple[int, int, float]]  # most correlated distinct channel pairs
+    """A layer's channel Gram matrix on one image; `gram_matrix` makes it.
+
+    Attributes:
+        matrix: (C, C) inner products of the channel maps, divided by the number of positions.
+        correlation: (C, C) the matrix normalized by its diagonal, G_ij / sqrt(G_ii G_jj).
+        top_pairs: the most correlated distinct channel pairs as (i, j, correlation), i < j,
+            highest first.
+
+    Example:
+        >>> model = vl.load_model()
+        >>> g = vl.gram_matrix(model, model.prepare("chelsea"), "blocks.2", top=3)
+        >>> g.matrix.shape, len(g.top_pairs)
+        (torch.Size([40, 40]), 3)
+    """
+
+    matrix: torch.Tensor
+    correlation: torch.Tensor
+    top_pairs: list[tuple[int, int, float]]
 
 
 def gram_matrix(model: Model | torch.nn.Module, image: torch.Tensor, layer: str, top: int = 10) -> GramResult:
-    """The channel Gram matrix of `layer` for one image (model input, as `model.prepare(...)`
-    makes it), with its most correlated pairs."""
+    """The channel Gram matrix of `layer` for one image, with its most correlated pairs.
+
+    Args:
+        model: a `Model` or any `nn.Module`.
+        image: model input as `model.prepare` makes it; only the first image is used.
+        layer: a layer with a spatial (C, H, W) output.
+        top: how many channel pairs to list.
+
+    Returns:
+        A `GramResult`: the (C, C) matrix, its correlation form and the top pairs.
+
+    Example:
+        >>> model = vl.load_model()
+        >>> g = vl.gram_matrix(model, model.prepare("chelsea"), "blocks.2")
+        >>> g.matrix.shape, g.correlation.diagonal().allclose(torch.ones(40))
+        (torch.Size([40, 40]), True)
+    """
     model = as_model(model)
     acts = activations(model, image[:1], [layer])[layer]
     if acts.dim() != 4:
         raise LayerError(f"layer {layer!r} has no spatial output (shape {tuple(acts.shape[1:])}); pick a conv layer")
-    g = O.gram(acts)[0]
+    g = gram(acts)[0]
     d = g.diagonal().clamp(min=1e-12).sqrt()
     corr = g / d[:, None] / d[None, :]
     iu = torch.triu_indices(g.shape[0], g.shape[0], offset=1)
@@ -187,7 +298,26 @@ def gram_matrix(model: Model | torch.nn.Module, image: torch.Tensor, layer: str,
     return GramResult(g, corr, pairs)
 
 
+def _total(objectives: Sequence[Objective]) -> Objective:
+    """The sum of one or more objectives (the builtin `sum` starts from the int 0)."""
+    if not objectives:
+        raise ArgumentError("give at least one style layer")
+    total = objectives[0]
+    for o in objectives[1:]:
+        total = total + o
+    return total
+
+
 DEFAULT_STYLE_LAYERS = ("bn1", "blocks.1", "blocks.2", "blocks.3", "blocks.4")
+"""The layers of the bundled EfficientNet-Lite0 whose Gram matrices `texture` and
+`style_transfer` match by default: the stem and the first four stages (give others for
+other networks).
+
+Example:
+    >>> from visionlens.synthesis import DEFAULT_STYLE_LAYERS
+    >>> DEFAULT_STYLE_LAYERS[:2]
+    ('bn1', 'blocks.1')
+"""
 
 
 def texture(
@@ -211,15 +341,38 @@ def texture(
     parameterization is what makes this work: pixel-space L-BFGS, as with VGG, leaves
     high-frequency noise (see docs/gallery). `colour_weight` also matches the pixels' RGB
     mean and covariance: without it patches of colours the source does not have (cyan in
-    coffee) could appear. `image` (the source) is model input (`model.prepare(...)`); the result
-    is a `size` x `size` picture in [0, 1]."""
+    coffee) could appear.
+
+    Args:
+        model: a `Model` or any `nn.Module`.
+        image: the source texture, model input as `model.prepare` makes it (first image used).
+        layers: the layers whose Gram matrices to match (default: `DEFAULT_STYLE_LAYERS`).
+        size: the result's side, in px.
+        steps: optimization steps.
+        lr: the optimizer's learning rate.
+        tv_weight: the weight of the total-variation prior (0: none).
+        colour_weight: the weight of matching the source's RGB mean and covariance (0: none).
+        smooth: softmax-smoothed Gram matrices (Wang et al. 2021).
+        param: "fourier" or "pixel".
+        optimizer: "adam", "lbfgs" or "normalized".
+        seed: seed of the starting noise.
+        **engine: passed on to `synthesize`.
+
+    Returns:
+        A `Result` with one (3, size, size) picture in [0, 1].
+
+    Example:
+        >>> model = vl.load_model()
+        >>> vl.texture(model, model.prepare("brick"), size=64, steps=8).images.shape
+        torch.Size([1, 3, 64, 64])
+    """
     model = as_model(model)
     targets = activations(model, image[:1], layers)
-    objective = -sum(O.gram_loss(n, O.gram(targets[n], smooth), smooth) for n in layers)
+    objective = -_total([gram_loss(n, gram(targets[n], smooth), smooth) for n in layers])
     if tv_weight:
-        objective = objective - tv_weight * O.total_variation()
+        objective = objective - tv_weight * total_variation()
     if colour_weight:
-        objective = objective - colour_weight * O.colour_match(model.to_image(image.to(model.device)))
+        objective = objective - colour_weight * colour_match(model.to_image(image.to(model.device)))
     return synthesize(
         model,
         objective,
@@ -258,16 +411,40 @@ def style_transfer(
     Gram matrices EfficientNet's features paint the style image's objects into the result
     (a cup over the cat) and the content is lost. Adam on the decorrelated Fourier
     parameterization stylizes more strongly than L-BFGS in the same time; pass
-    optimizer="lbfgs", lr=1 for the classic optimizer. `content` and `style` are model input
-    (`model.prepare(...)`); a style image of another size is resized to the content. The
-    result is the picture in [0, 1], the size of the content."""
+    optimizer="lbfgs", lr=1 for the classic optimizer.
+
+    Args:
+        model: a `Model` or any `nn.Module`.
+        content: model input as `model.prepare` makes it (first image used).
+        style: model input too; resized to the content's size when it differs.
+        content_layer: the layer whose features keep the content.
+        style_layers: the layers whose Gram matrices carry the style.
+        content_weight: the weight of the content loss.
+        style_weight: the weight of the style loss.
+        steps: optimization steps.
+        lr: the optimizer's learning rate.
+        smooth: softmax-smoothed Gram matrices (recommended for non-VGG networks).
+        param: "fourier" or "pixel".
+        optimizer: "adam", "lbfgs" or "normalized".
+        seed: seed of the transforms and noise.
+        **engine: passed on to `synthesize`.
+
+    Returns:
+        A `Result` with one (3, H, W) picture in [0, 1], the size of `content`.
+
+    Example:
+        >>> model = vl.load_model()
+        >>> r = vl.style_transfer(model, model.prepare("chelsea", size=96), model.prepare("coffee"), steps=8)
+        >>> r.images.shape
+        torch.Size([1, 3, 96, 144])
+    """
     model = as_model(model)
     if style.shape[-2:] != content.shape[-2:]:
-        style = model.to_input(_resize(model.to_image(style.to(model.device)), tuple(content.shape[-2:])))
+        style = model.to_input(_resize(model.to_image(style.to(model.device)), (content.shape[-2], content.shape[-1])))
     c = activations(model, content[:1], [content_layer])[content_layer]
     s = activations(model, style[:1], style_layers)
-    objective = -content_weight * O.feature_loss(content_layer, c) - style_weight * sum(
-        O.gram_loss(n, O.gram(s[n], smooth), smooth) for n in style_layers
+    objective = -content_weight * feature_loss(content_layer, c) - style_weight * _total(
+        [gram_loss(n, gram(s[n], smooth), smooth) for n in style_layers]
     )
     return synthesize(
         model,
@@ -284,4 +461,13 @@ def style_transfer(
     )
 
 
-__all__ = ["DEFAULT_STYLE_LAYERS", "GramResult", "visualize", "dream", "invert", "gram_matrix", "texture", "style_transfer"]
+__all__ = [
+    "DEFAULT_STYLE_LAYERS",
+    "GramResult",
+    "dream",
+    "gram_matrix",
+    "invert",
+    "style_transfer",
+    "texture",
+    "visualize",
+]

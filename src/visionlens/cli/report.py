@@ -1,4 +1,4 @@
-"""`visionlens report`: the static HTML microscope of a model (shares the CLI's app)."""
+"""`visionlens report`: the static HTML microscope of a model."""
 
 from __future__ import annotations
 
@@ -6,13 +6,17 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
-from .cli import DeviceOpt, ModelOpt, TrustOpt, WeightsOpt, _load, app, out
-from .errors import ArgumentError
+from ..errors import ArgumentError
+from .app import app
+from .options import ModelSpec, grouped, out
+from .parsing import comma_list
+
+PANEL = "Report"
 
 
-@app.command()
+@app.command(rich_help_panel=PANEL)
+@grouped
 def report(
     output: Annotated[Path, typer.Option("--output", "-o", help="folder to write the site into")] = Path("report"),
     images: Annotated[
@@ -35,30 +39,28 @@ def report(
         bool, typer.Option("--quick", help="fewer images, units and steps (a few minutes on a CPU)")
     ] = False,
     max_images: Annotated[int, typer.Option("--max-images", min=1, help="at most this many images get pages")] = 16,
-    model: ModelOpt = "efficientnet_lite0",
-    weights: WeightsOpt = None,
-    trust_checkpoint: TrustOpt = False,
-    device: DeviceOpt = None,
+    spec: ModelSpec = ModelSpec(),
 ) -> None:
     """A browsable static site: model, layers, images, attributions, units, synthesis."""
-    from .report import build_report
-    from .report.dataset_page import extension as dataset_extension
+    from rich.markup import escape
+
+    from ..report import build_report
+    from ..report.dataset_page import extension as dataset_extension
 
     if output.exists() and not output.is_dir():
         raise ArgumentError(f"{output}: exists and is not a folder; give a folder for the report")
     sources: list[str] | None = None
     if images is not None:
-        sources = [s.strip() for s in ([images] if Path(images).exists() else images.split(",")) if s.strip()]
+        sources = [images] if images.strip() and Path(images).exists() else comma_list(images)
         if not sources:
             raise ArgumentError("--images is empty; give a folder, files or sample names")
-    names = [n.strip() for n in layers.split(",") if n.strip()] if layers else None
     dataset_spec = None if dataset.strip().lower() in ("", "none") else dataset
     extensions = [dataset_extension(dataset_spec)] if dataset_spec else []
-    m = _load(model, weights, trust_checkpoint, device)
+    m = spec.load()
     result = build_report(
         m,
         sources,
-        names,
+        comma_list(layers) if layers else None,
         output,
         quick=quick,
         extensions=extensions,

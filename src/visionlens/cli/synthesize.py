@@ -1,29 +1,26 @@
-"""`visionlens` commands that make images by optimization (they share the CLI's app)."""
+"""Commands that make images by optimization (visualize, dream, invert, texture, style) and
+the Gram matrix they match (gram)."""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from .cli import (
-    ArrayOpt,
-    DeviceOpt,
-    ImageArg,
-    ModelOpt,
-    OutOpt,
-    TrustOpt,
-    WeightsOpt,
-    _done,
-    _load,
-    _out_path,
-    app,
-    out,
-)
-from .errors import ArgumentError, VisionlensError
+from ..errors import ArgumentError, VisionlensError
+from .app import app
+from .options import ImageArg, ModelSpec, Output, SaveArray, grouped, out, output_path, stem, wrote
+from .parsing import comma_list, int_list
 
+if TYPE_CHECKING:
+    import torch
+
+    from ..synthesis.engine import Result
+
+PANEL = "Synthesize"
 StepsOpt = Annotated[int, typer.Option("--steps", min=1, help="optimization steps")]
 SizeOpt = Annotated[int, typer.Option("--size", min=16, max=4096, help="image size, px")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="random seed (same seed, same image on CPU)")]
@@ -31,22 +28,22 @@ EveryOpt = Annotated[int, typer.Option("--save-every", min=0, help="also write e
 LayerReq = Annotated[str, typer.Option("--layer", "-l", help="dotted module name (see `visionlens layers`)")]
 
 
-def _frames(path: Path, every: int):  # type: ignore[no-untyped-def]
+def _frames(path: Path, every: int) -> Callable[[int, torch.Tensor], None] | None:
     """An on_frame callback writing PATH-000050.png frames, or None."""
     if not every:
         return None
-    from . import render
+    from .. import render
 
-    def write(step: int, images) -> None:  # type: ignore[no-untyped-def]
+    def write(step: int, images: torch.Tensor) -> None:
         render.save_image(path.with_name(f"{path.stem}-{step:06d}.png"), render.hwc(images[0]))
 
     return write
 
 
-def _finish(result, path: Path, write, array=None, save_array: bool = False) -> None:  # type: ignore[no-untyped-def]
+def _finish(result: Result, path: Path, write: Callable[[Result], Any], save_array: bool) -> None:
     """Write the picture whatever happened; then report NaN (exit 2) or Ctrl-C (exit 130)."""
     write(result)
-    _done(path, array if array is not None else result.images, save_array)
+    wrote(path, result.images, save_array)
     if result.failure:
         raise VisionlensError(f"{result.failure}; wrote {path}")
     if result.interrupted:
@@ -54,25 +51,19 @@ def _finish(result, path: Path, write, array=None, save_array: bool = False) -> 
         sys.exit(130)
 
 
-def _parse_units(units: str) -> list[int]:
-    try:
-        vals: list[int] = []
-        for part in units.split(","):
-            if "-" in part.strip()[1:]:
-                a, b = part.split("-", 1)
-                vals += list(range(int(a), int(b) + 1))
-            elif part.strip():
-                vals.append(int(part))
-        return vals
-    except ValueError:
-        raise ArgumentError(f"--unit must be integers like 7, 3,5,9 or 0-7; got {units!r}") from None
+def _save_first(path: Path) -> Callable[[Result], Any]:
+    """Write the result's first image as a plain PNG."""
+    from .. import render
+
+    return lambda r: render.save_image(path, render.hwc(r.images[0]))
 
 
-@app.command()
+@app.command(rich_help_panel=PANEL)
+@grouped
 def visualize(
     layer: Annotated[str | None, typer.Option("--layer", "-l", help="layer of the unit")] = None,
     unit: Annotated[str | None, typer.Option("--unit", "-u", help="channel(s): 7, 3,5,9 or 0-7")] = None,
-    cls: Annotated[str | None, typer.Option("--class", "-c", help="class name or index instead")] = None,
+    cls: Annotated[str | None, typer.Option("--class", "-c", help="class name or index instead (or several)")] = None,
     diversity: Annotated[int, typer.Option(min=0, help="K different images of one unit")] = 0,
     steps: StepsOpt = 512,
     size: SizeOpt = 128,
@@ -80,24 +71,21 @@ def visualize(
     param: Annotated[str, typer.Option(help="fourier or pixel")] = "fourier",
     seed: SeedOpt = 0,
     save_every: EveryOpt = 0,
-    model: ModelOpt = "efficientnet_lite0",
-    weights: WeightsOpt = None,
-    trust_checkpoint: TrustOpt = False,
-    device: DeviceOpt = None,
-    output: OutOpt = None,
-    save_array: ArrayOpt = False,
+    spec: ModelSpec = ModelSpec(),
+    output: Output = None,
+    save_array: SaveArray = False,
 ) -> None:
     """Gradient ascent: images that maximally activate a unit, several units, or a class."""
-    from . import render
-    from .synthesis.recipes import visualize as run
+    from .. import render
+    from ..synthesis.recipes import visualize as run
 
     if cls is None and (layer is None or unit is None):
         raise ArgumentError("give --layer and --unit, or --class")
-    m = _load(model, weights, trust_checkpoint, device)
-    units = _parse_units(unit) if unit is not None else None
+    units = int_list(unit, "unit") if unit is not None else None
     what = f"class-{cls}" if cls is not None else f"{layer}-{unit}"
-    path = _out_path(output, "visualize", what.replace(",", "_").replace(" ", "_"))
-    classes = [m.class_index(c) for c in cls.split(",")] if cls is not None else None
+    path = output_path(output, f"visualize-{what.replace(',', '_').replace(' ', '_')}.png")
+    m = spec.load()
+    classes = [m.class_index(c) for c in comma_list(cls)] if cls is not None else None
     res = run(
         m,
         layer,
@@ -119,16 +107,17 @@ def visualize(
         assert units is not None
         titles = [f"{layer} unit {u}" for u in (units * diversity if diversity > 1 else units)]
 
-    def write(r) -> None:  # type: ignore[no-untyped-def]
+    def write(r: Result) -> None:
         panels = [render.Panel(render.hwc(im), t) for im, t in zip(r.images, titles, strict=False)]
         render.save_figure(
             path, panels, f"{m.name}: feature visualization, {r.steps} steps at {size} px", cols=min(4, len(panels))
         )
 
-    _finish(res, path, write, save_array=save_array)
+    _finish(res, path, write, save_array)
 
 
-@app.command()
+@app.command(rich_help_panel=PANEL)
+@grouped
 def dream(
     image: ImageArg,
     layer: LayerReq = "blocks.3",
@@ -139,100 +128,91 @@ def dream(
     size: Annotated[int, typer.Option(min=32, max=4096, help="shorter side, px")] = 384,
     tile: Annotated[int, typer.Option(min=64, help="tile size for large images")] = 512,
     seed: SeedOpt = 0,
-    model: ModelOpt = "efficientnet_lite0",
-    weights: WeightsOpt = None,
-    trust_checkpoint: TrustOpt = False,
-    device: DeviceOpt = None,
-    output: OutOpt = None,
-    save_array: ArrayOpt = False,
+    spec: ModelSpec = ModelSpec(),
+    output: Output = None,
+    save_array: SaveArray = False,
 ) -> None:
     """DeepDream: amplify what a layer sees in an image, over octaves."""
-    from . import render
-    from .images import image_tensor
-    from .synthesis.recipes import dream as run
+    from ..synthesis.recipes import dream as run
 
-    m = _load(model, weights, trust_checkpoint, device)
-    path = _out_path(output, image, f"dream-{layer}")
-    x = image_tensor(image, size)
+    path = output_path(output, f"{stem(image)}-dream-{layer}.png")
+    m = spec.load()
+    x = m.prepare(image, size=size)
     res = run(
         m, x, layer, octaves=octaves, octave_scale=octave_scale, steps=steps, lr=lr, tile=tile, seed=seed, progress=True
     )
-    _finish(res, path, lambda r: render.save_image(path, render.hwc(r.images[0])), save_array=save_array)
+    _finish(res, path, _save_first(path), save_array)
 
 
-@app.command()
+@app.command(rich_help_panel=PANEL)
+@grouped
 def invert(
     image: ImageArg,
     layer: LayerReq,
     steps: StepsOpt = 150,
-    tv: Annotated[float, typer.Option(min=0.0, help="total variation weight")] = 1e-3,
+    tv_weight: Annotated[float, typer.Option("--tv", min=0.0, help="total variation weight")] = 1e-3,
     seed: SeedOpt = 0,
     save_every: EveryOpt = 0,
-    model: ModelOpt = "efficientnet_lite0",
-    weights: WeightsOpt = None,
-    trust_checkpoint: TrustOpt = False,
-    device: DeviceOpt = None,
-    output: OutOpt = None,
-    save_array: ArrayOpt = False,
+    spec: ModelSpec = ModelSpec(),
+    output: Output = None,
+    save_array: SaveArray = False,
 ) -> None:
     """Feature inversion: reconstruct an image from one layer's features, starting from noise."""
-    from . import render
-    from .synthesis.recipes import invert as run
+    from .. import render
+    from ..images import psnr
+    from ..synthesis.recipes import invert as run
 
-    m = _load(model, weights, trust_checkpoint, device)
-    path = _out_path(output, image, f"invert-{layer}")
-    x = m.to_image(m.prepare(image))
+    path = output_path(output, f"{stem(image)}-invert-{layer}.png")
+    m = spec.load()
+    x = m.prepare(image)
+    original = m.to_image(x)
     res = run(
         m,
         x,
         layer,
         steps=steps,
-        tv_weight=tv,
+        tv_weight=tv_weight,
         seed=seed,
         progress=True,
         save_every=save_every,
         on_frame=_frames(path, save_every),
     )
 
-    def write(r) -> None:  # type: ignore[no-untyped-def]
-        mse = float(((r.images.cpu() - x.cpu()) ** 2).mean())
-        psnr = 10 * __import__("math").log10(1 / max(mse, 1e-12))
+    def write(r: Result) -> None:
         render.save_figure(
             path,
             [
-                render.Panel(render.hwc(x[0]), "original"),
-                render.Panel(render.hwc(r.images[0]), f"from {layer} features, PSNR {psnr:.1f} dB"),
+                render.Panel(render.hwc(original[0]), "original"),
+                render.Panel(render.hwc(r.images[0]), f"from {layer} features, PSNR {psnr(r.images, original):.1f} dB"),
             ],
             f"{m.name}: inversion, {r.steps} steps",
         )
 
-    _finish(res, path, write, save_array=save_array)
+    _finish(res, path, write, save_array)
 
 
-@app.command()
+@app.command(rich_help_panel=PANEL)
+@grouped
 def gram(
     image: ImageArg,
     layer: LayerReq,
     top: Annotated[int, typer.Option(min=1, help="list this many most correlated channel pairs")] = 10,
-    model: ModelOpt = "efficientnet_lite0",
-    weights: WeightsOpt = None,
-    trust_checkpoint: TrustOpt = False,
-    device: DeviceOpt = None,
-    output: OutOpt = None,
-    save_array: ArrayOpt = False,
+    spec: ModelSpec = ModelSpec(),
+    output: Output = None,
+    save_array: SaveArray = False,
 ) -> None:
     """The C x C Gram matrix of a layer as a heatmap, with the most correlated channel pairs."""
-    from . import render
-    from .synthesis.recipes import gram_matrix
+    from .. import render
+    from ..synthesis.recipes import gram_matrix
 
-    m = _load(model, weights, trust_checkpoint, device)
-    path = _out_path(output, image, f"gram-{layer}")
-    x = m.to_image(m.prepare(image))
+    path = output_path(output, f"{stem(image)}-gram-{layer}.png")
+    m = spec.load()
+    x = m.prepare(image)
     g = gram_matrix(m, x, layer, top)
     render.save_figure(
         path,
         [
-            render.Panel(render.hwc(x[0]), "input"),
+            render.Panel(render.hwc(m.to_image(x)[0]), "input"),
             render.Panel(render.colorize(g.matrix, "magma"), f"Gram matrix {tuple(g.matrix.shape)}"),
             render.Panel(render.diverging(g.correlation), "channel correlation"),
         ],
@@ -240,45 +220,36 @@ def gram(
     )
     for a, b, c in g.top_pairs:
         out.print(f"  channels {a:4d} and {b:4d}: correlation {c:.3f}")
-    _done(path, g.matrix, save_array)
+    wrote(path, g.matrix, save_array)
 
 
-@app.command()
+@app.command(rich_help_panel=PANEL)
+@grouped
 def texture(
     image: ImageArg,
     size: SizeOpt = 256,
     steps: StepsOpt = 300,
     seed: SeedOpt = 0,
     save_every: EveryOpt = 0,
-    model: ModelOpt = "efficientnet_lite0",
-    weights: WeightsOpt = None,
-    trust_checkpoint: TrustOpt = False,
-    device: DeviceOpt = None,
-    output: OutOpt = None,
-    save_array: ArrayOpt = False,
+    spec: ModelSpec = ModelSpec(),
+    output: Output = None,
+    save_array: SaveArray = False,
 ) -> None:
     """Texture synthesis: a new image with the source's Gram statistics (Gatys et al. 2015)."""
-    from . import render
-    from .images import image_tensor
-    from .synthesis.recipes import texture as run
+    from ..synthesis.recipes import texture as run
 
-    m = _load(model, weights, trust_checkpoint, device)
-    path = _out_path(output, image, "texture")
-    src = image_tensor(image, size, square=True)
+    path = output_path(output, f"{stem(image)}-texture.png")
+    m = spec.load()
+    src = m.prepare(image, size=size, square=True)
     res = run(
-        m,
-        src,
-        size=size,
-        steps=steps,
-        seed=seed,
-        progress=True,
-        save_every=save_every,
+        m, src, size=size, steps=steps, seed=seed, progress=True, save_every=save_every,
         on_frame=_frames(path, save_every),
-    )
-    _finish(res, path, lambda r: render.save_image(path, render.hwc(r.images[0])), save_array=save_array)
+    )  # fmt: skip
+    _finish(res, path, _save_first(path), save_array)
 
 
-@app.command()
+@app.command(rich_help_panel=PANEL)
+@grouped
 def style(
     content: ImageArg,
     style_image: Annotated[str, typer.Argument(metavar="STYLE", help="style image")],
@@ -288,32 +259,19 @@ def style(
     steps: StepsOpt = 200,
     seed: SeedOpt = 0,
     save_every: EveryOpt = 0,
-    model: ModelOpt = "efficientnet_lite0",
-    weights: WeightsOpt = None,
-    trust_checkpoint: TrustOpt = False,
-    device: DeviceOpt = None,
-    output: OutOpt = None,
-    save_array: ArrayOpt = False,
+    spec: ModelSpec = ModelSpec(),
+    output: Output = None,
+    save_array: SaveArray = False,
 ) -> None:
     """Neural style transfer: the content image repainted with the style image's statistics."""
-    from . import render
-    from .images import image_tensor
-    from .synthesis.recipes import style_transfer
+    from ..synthesis.recipes import style_transfer
 
-    m = _load(model, weights, trust_checkpoint, device)
-    path = _out_path(output, content, f"style-{Path(style_image).stem}")
-    c = image_tensor(content, size)
-    s = image_tensor(style_image, size)
+    path = output_path(output, f"{stem(content)}-style-{stem(style_image)}.png")
+    m = spec.load()
+    c = m.prepare(content, size=size)
+    s = m.prepare(style_image, size=size)
     res = style_transfer(
-        m,
-        c,
-        s,
-        content_weight=content_weight,
-        style_weight=style_weight,
-        steps=steps,
-        seed=seed,
-        progress=True,
-        save_every=save_every,
-        on_frame=_frames(path, save_every),
-    )
-    _finish(res, path, lambda r: render.save_image(path, render.hwc(r.images[0])), save_array=save_array)
+        m, c, s, content_weight=content_weight, style_weight=style_weight, steps=steps, seed=seed, progress=True,
+        save_every=save_every, on_frame=_frames(path, save_every),
+    )  # fmt: skip
+    _finish(res, path, _save_first(path), save_array)

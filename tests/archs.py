@@ -1,0 +1,77 @@
+"""The architecture matrix: real torchvision and timm architectures with random weights, built
+at a small input size so that every technique runs on each of them in seconds.
+
+Each factory is usable as a model spec (`--model tests.archs:vit_small`): it returns a
+`Model` whose preprocessing feeds 64-px images (the transformers are created for 64 px, as a
+user would create them for their own input size)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import timm
+import torch
+import torchvision
+from torch import nn
+
+from visionlens.models import Model, Preprocessing
+
+SIZE = 64
+_PRE = Preprocessing(input_size=SIZE, resize=72)
+
+
+def _model(net: nn.Module, name: str) -> Model:
+    torch.manual_seed(0)
+    for m in net.modules():  # random but fixed weights; BN statistics that are not the identity
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.8, 1.2)
+    return Model(net.eval(), _PRE, [f"class {i}" for i in range(10)], name)
+
+
+def resnet50() -> Model:
+    torch.manual_seed(0)
+    return _model(torchvision.models.resnet50(num_classes=10), "resnet50")
+
+
+def vgg16() -> Model:
+    torch.manual_seed(0)
+    return _model(torchvision.models.vgg16(num_classes=10), "vgg16")
+
+
+def densenet121() -> Model:
+    torch.manual_seed(0)
+    return _model(torchvision.models.densenet121(num_classes=10), "densenet121")
+
+
+def convnext_tiny() -> Model:
+    torch.manual_seed(0)
+    return _model(timm.create_model("convnext_tiny", num_classes=10), "convnext_tiny")
+
+
+def vit_small() -> Model:
+    torch.manual_seed(0)
+    return _model(timm.create_model("vit_small_patch16_224", num_classes=10, img_size=SIZE), "vit_small")
+
+
+def deit_tiny() -> Model:
+    torch.manual_seed(0)
+    net = timm.create_model("deit_tiny_distilled_patch16_224", num_classes=10, img_size=SIZE)
+    return _model(net, "deit_tiny_distilled")
+
+
+def swin_tiny() -> Model:
+    torch.manual_seed(0)
+    net = timm.create_model("swin_tiny_patch4_window7_224", num_classes=10, img_size=SIZE, window_size=2)
+    return _model(net, "swin_tiny")
+
+
+MATRIX: dict[str, Callable[[], Model]] = {
+    "resnet50": resnet50,
+    "vgg16": vgg16,
+    "densenet121": densenet121,
+    "convnext_tiny": convnext_tiny,
+    "vit_small": vit_small,
+    "deit_tiny": deit_tiny,
+    "swin_tiny": swin_tiny,
+}
