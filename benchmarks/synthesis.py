@@ -25,9 +25,10 @@ from torchvision.transforms import Normalize
 
 import visionlens as vl
 from visionlens.images import image_tensor
+from visionlens.layers import style_layers
 from visionlens.synthesis.engine import synthesize
 from visionlens.synthesis.objectives import Objective, State
-from visionlens.synthesis.recipes import DEFAULT_STYLE_LAYERS, visualize
+from visionlens.synthesis.recipes import visualize
 
 LAYER, UNIT = "blocks.4", 7
 Curve = list[tuple[float, float]]  # (seconds since start, tutorial loss)
@@ -87,7 +88,7 @@ class TutorialLoss:
     def __init__(self, model: vl.Model, net: nn.Module, content: torch.Tensor, style: torch.Tensor) -> None:
         self.stages = [("conv_stem", net.conv_stem), ("bn1", net.bn1)]
         self.stages += [(f"blocks.{i}", b) for i, b in enumerate(net.blocks)]
-        self.style_layers, self.normalize = list(DEFAULT_STYLE_LAYERS), model.preprocessing.normalize
+        self.style_layers, self.normalize = style_layers(model), model.preprocessing.normalize
         with torch.no_grad():
             self.content_target = self.features(content)[LAYER]
             self.gram_targets = {n: self.gram(f) for n, f in self.features(style).items() if n in self.style_layers}

@@ -91,10 +91,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     if args.cnn:
-        net = train(digits_cnn_net(), args.epochs or 30, 3e-3, 1e-4, copies=1, seed=args.seed)
+        net = train(digits_cnn_net(), args.epochs or 10, 3e-3, 1e-4, copies=1, seed=args.seed)
         save(net, DATA / "digits_canvas_cnn.pt")
     else:
-        net = train(digits_vit_net(), args.epochs or 60, 2e-3, 0.05, copies=1, seed=args.seed, aux=1.0)
+        net = train(digits_vit_net(), args.epochs or 30, 2e-3, 0.05, copies=1, seed=args.seed, aux=1.0)
         save(net, DATA / "digits_vit.pt")
 
 

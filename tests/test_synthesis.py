@@ -214,7 +214,10 @@ def test_style_transfer(bundled: vl.Model) -> None:
     content = image_tensor("chelsea", 128)
     style = image_tensor("coffee", 96)  # another size: resized to the content
     res = style_transfer(bundled, bundled.to_input(content), bundled.prepare("coffee", 96), steps=150)
-    from visionlens.synthesis.recipes import DEFAULT_STYLE_LAYERS, _resize
+    from visionlens.layers import style_layers
+    from visionlens.synthesis.recipes import _resize
+
+    DEFAULT_STYLE_LAYERS = style_layers(bundled)
 
     s = vl.activations(bundled, bundled.to_input(_resize(style, tuple(content.shape[-2:]))), DEFAULT_STYLE_LAYERS)
 

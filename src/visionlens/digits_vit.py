@@ -4,9 +4,10 @@ attention) can be checked against a known answer (`visionlens.canvas`: where the
 
 It is timm's own `VisionTransformer` (4x4 patches, an 8x8 grid, a class token, 4 blocks of 4
 heads, width 64), so it behaves exactly like a timm ViT: `num_prefix_tokens`,
-`patch_embed.grid_size`, fused attention, the same module names (`blocks.3.norm1`). The
-weights (data/digits_vit.pt, ~0.9 MB) are made by `scripts/train_digits_vit.py`, which trains
-on canvases of `digits_split()`'s training digits; held-out canvases hold held-out digits.
+`patch_embed.grid_size`, fused attention, the same module names (`blocks.3.norm1`). A digit
+covers 2 x 2 of its patches. The weights (data/digits_vit.pt, ~0.6 MB) are made by
+`scripts/train_digits_vit.py`, which trains on canvases of `digits_split()`'s training digits;
+held-out canvases hold held-out digits.
 """
 
 from __future__ import annotations

@@ -9,33 +9,40 @@ import torch
 from torch import nn
 
 from .errors import LayerError
-from .layers import first_conv
+from .layermaps import to_maps
+from .layers import first_conv, fit_input, layer_layouts
 from .models import Model, as_model
 from .probe import Probe, resolve_layer
 from .tracing import forward_until, trace
 
 
 @overload
-def activations(model: Model | nn.Module, x: torch.Tensor, layer: str) -> torch.Tensor: ...  # type: ignore[overload-overlap]  # a str is a Sequence[str] too; this first overload wins for it
+def activations(model: Model | nn.Module, x: torch.Tensor, layer: str, *, as_map: bool = False) -> torch.Tensor: ...  # type: ignore[overload-overlap]  # a str is a Sequence[str] too; this first overload wins for it
 @overload
-def activations(model: Model | nn.Module, x: torch.Tensor, layer: Sequence[str]) -> dict[str, torch.Tensor]: ...
+def activations(
+    model: Model | nn.Module, x: torch.Tensor, layer: Sequence[str], *, as_map: bool = False
+) -> dict[str, torch.Tensor]: ...
 
 
 def activations(
-    model: Model | nn.Module, x: torch.Tensor, layer: str | Sequence[str]
+    model: Model | nn.Module, x: torch.Tensor, layer: str | Sequence[str], *, as_map: bool = False
 ) -> torch.Tensor | dict[str, torch.Tensor]:
     """The output of one layer, or of several layers in one forward pass.
 
     The pass stops after the deepest requested layer and records no autograd graph; the
-    results are ordinary tensors (usable as constant targets in a loss).
+    results are ordinary tensors (usable as constant targets in a loss). A model that takes
+    only one input size gets `x` resized to it.
 
     Args:
         model: a `Model` or any `nn.Module`.
         x: the network's input, as `model.prepare(...)` makes it, (B, 3, H, W).
         layer: a dotted layer name, or a sequence of them.
+        as_map: return map layers as (B, C, H, W) whatever their layout (channels-last
+            maps permuted, token grids reshaped without their class/register tokens);
+            vectors stay (B, F).
 
     Returns:
-        For one name, its output: (B, C, H, W) for spatial layers, (B, F) otherwise. For a
+        For one name, its output as the layer returns it (or as a map, see `as_map`). For a
         sequence, a dict from each name to its output.
 
     Example:
@@ -45,7 +52,7 @@ def activations(
     """
     model = as_model(model)
     names = [layer] if isinstance(layer, str) else list(layer)
-    x = x.to(model.device)
+    x = fit_input(model, x.to(model.device))
     with torch.no_grad(), Probe(model.net, names) as probe:
         if len(names) == 1:
             forward_until(model.net, x, names[0])
@@ -53,6 +60,8 @@ def activations(
             tr = trace(model.net, x[:1])
             forward_until(model.net, x, max(names, key=lambda n: tr.end.get(n, 0)))
         got = {n: probe[n].clone() for n in names}
+    if as_map:
+        got = to_maps(layer_layouts(model), got, (x.shape[-2], x.shape[-1]))
     return got[layer] if isinstance(layer, str) else got
 
 

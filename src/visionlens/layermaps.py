@@ -19,6 +19,7 @@ model can pass a `MapLayout` of their own (`Model.layouts[layer] = MapLayout(...
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -172,3 +173,15 @@ def trace_layouts(tr: Trace, input_size: int, net: nn.Module | None = None) -> d
         name: layout_of(shape, input_size, prefix) if tr.batch.get(name, 1) == 1 else MapLayout("other", shape=shape)
         for name, shape in tr.shapes.items()
     }
+
+
+def to_maps(
+    layouts: Mapping[str, MapLayout], outputs: Mapping[str, torch.Tensor], input_hw: tuple[int, int]
+) -> dict[str, torch.Tensor]:
+    """Each captured output as (N, C, H, W) where its layout is a map, unchanged otherwise
+    (vectors, logits); `input_hw` is the (H, W) of the input the network was given."""
+    out = {}
+    for name, t in outputs.items():
+        lay = layouts.get(name)
+        out[name] = lay.to_nchw(t, input_hw) if lay is not None and lay.is_map else t
+    return out

@@ -5,11 +5,13 @@ never from layer names."""
 
 from __future__ import annotations
 
+import weakref
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .errors import ArgumentError, LayerError
@@ -29,6 +31,7 @@ class LayerInfo:
         type: the module's class name.
         shape: its output shape without the batch dimension; None when it never ran.
         field: its receptive field on the model's input, for spatial outputs.
+        layout: how its output is laid out (map, channels-last map, tokens, vector).
 
     Example:
         >>> row = [r for r in vl.layer_table(vl.load_model()) if r.name == "blocks.3"][0]
@@ -40,6 +43,14 @@ class LayerInfo:
     type: str
     shape: tuple[int, ...] | None
     field: ReceptiveField | None
+    layout: MapLayout | None = None
+
+    @property
+    def is_map(self) -> bool:
+        """True for outputs drawable as a (C, H, W) map with H, W > 1."""
+        if self.layout is not None:
+            return self.layout.is_map and self.layout.grid is not None and min(self.layout.grid) > 1
+        return _is_map(self.shape)
 
 
 def dry_run(model: Model | nn.Module, input_size: int | None = None) -> Trace:
@@ -48,6 +59,34 @@ def dry_run(model: Model | nn.Module, input_size: int | None = None) -> Trace:
     model = as_model(model)
     size = input_size or model.preprocessing.input_size
     return trace(model.net, torch.zeros(1, 3, size, size, device=model.device))
+
+
+_FIXED: weakref.WeakKeyDictionary[nn.Module, int | None] = weakref.WeakKeyDictionary()
+
+
+def fixed_input_size(model: Model | nn.Module) -> int | None:
+    """The one input size a network accepts (timm ViTs and Swins made for one size assert
+    on any other), or None when it runs at other sizes too. Tried once per network, with a
+    dry run at 1.5 times its input size."""
+    model = as_model(model)
+    if model.net not in _FIXED:
+        size = model.preprocessing.input_size
+        try:
+            dry_run(model, size * 3 // 2 // 32 * 32 or 2 * size)
+            _FIXED[model.net] = None
+        except Exception:  # noqa: BLE001 - any failure at another size means "this size only"
+            _FIXED[model.net] = size
+    return _FIXED[model.net]
+
+
+def fit_input(model: Model | nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """`x` resized (bilinear, differentiably) to the model's fixed input size when it has
+    one and `x` is another size; otherwise `x` itself. Lets synthesis run at any image size
+    on a model that takes only 224 x 224."""
+    size = fixed_input_size(model)
+    if size is None or tuple(x.shape[-2:]) == (size, size):
+        return x
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=x.shape[-1] > size)
 
 
 def _is_map(shape: tuple[int, ...] | None) -> bool:
@@ -72,11 +111,12 @@ def layer_table(model: Model | nn.Module, fields: bool = True) -> list[LayerInfo
     model = as_model(model)
     size = model.preprocessing.input_size
     tr = dry_run(model, size)
+    layouts = {**trace_layouts(tr, size, model.net), **model.layouts}
     modules = dict(model.net.named_modules())
-    spatial = [n for n in tr.order if len(tr.shapes.get(n, ())) == 3]
+    spatial = [n for n in tr.order if layouts[n].kind == "channels_first"]
     rfs = receptive_fields(model.net, size, spatial) if fields else {}
     ordered = sorted(tr.order, key=lambda n: tr.start[n]) + [n for n in modules if n and n not in tr.order]
-    return [LayerInfo(n, type(modules[n]).__name__, tr.shapes.get(n), rfs.get(n)) for n in ordered]
+    return [LayerInfo(n, type(modules[n]).__name__, tr.shapes.get(n), rfs.get(n), layouts.get(n)) for n in ordered]
 
 
 def first_conv(net: nn.Module) -> str:
@@ -188,15 +228,15 @@ def _last_token_layer(model: Model, tr: Trace, layouts: dict[str, MapLayout], si
 
 
 def layer_channels(model: Model | nn.Module, layer: str) -> int:
-    """Number of channels (units) of `layer`'s output, from one dry-run forward (of a
-    64-px zero image).
+    """Number of channels (units) of `layer`'s output, from one dry-run forward: C of a
+    map (channels-first or channels-last), D of a token grid, F of a vector.
 
     Args:
         model: a `Model` or any `nn.Module`.
         layer: a dotted layer name.
 
     Returns:
-        C of a (C, H, W) output (or the first dimension of any other output).
+        The channel count (the first dimension of any other output).
 
     Example:
         >>> vl.layer_channels(vl.load_model(), "blocks.3")
@@ -204,10 +244,10 @@ def layer_channels(model: Model | nn.Module, layer: str) -> int:
     """
     model = as_model(model)
     resolve_layer(model.net, layer)
-    shape = dry_run(model, 64).shapes.get(layer)
-    if not shape:
+    found = layer_layouts(model).get(layer)
+    if found is None or not found.shape:
         raise LayerError(f"layer {layer!r} did not run in the forward pass")
-    return shape[0]
+    return found.channels if found.is_map or found.kind == "vector" else found.shape[0]
 
 
 def check_units(layer: str, units: Sequence[int], n: int) -> None:
@@ -222,7 +262,7 @@ def spread_layers(net: nn.Module, table: Sequence[LayerInfo], k: int) -> list[st
     level with at least four spatial containers, e.g. blocks.0-6 or layer1-4), else
     convolutions."""
     modules = dict(net.named_modules())
-    spatial = [i.name for i in table if _is_map(i.shape)]
+    spatial = [i.name for i in table if i.is_map]
     containers = [n for n in spatial if len(list(modules[n].children())) > 0]
     candidates: list[str] = []
     for depth in range(0, 4):
@@ -237,3 +277,39 @@ def spread_layers(net: nn.Module, table: Sequence[LayerInfo], k: int) -> list[st
     n = len(candidates)
     picks = sorted({min(n - 1, int((i + 1) * n / (k + 1))) for i in range(k)})
     return [candidates[i] for i in picks]
+
+
+# (how many layers to spread over depth, which of them) for each purpose
+_PURPOSES = {"dream": (3, 1), "activations": (3, 1), "gram": (3, 1), "invert": (3, 0), "content": (5, 3)}
+
+
+def default_layer(model: Model | nn.Module, purpose: str) -> str:
+    """The layer a technique uses when none is named, chosen from the network's structure
+    (`spread_layers`), unless the model names its own (`Model.default_layers`).
+
+    Args:
+        model: a `Model` or any `nn.Module`.
+        purpose: "dream", "activations", "gram" (a middle layer), "invert" (an early one) or
+            "content" (style transfer's content layer, deeper).
+
+    Returns:
+        A dotted layer name whose output is a map.
+
+    Example:
+        >>> vl.default_layer(vl.load_model(), "dream")
+        'blocks.3'
+    """
+    model = as_model(model)
+    if purpose not in _PURPOSES:
+        raise ArgumentError(f"unknown purpose {purpose!r}; choose {', '.join(_PURPOSES)}")
+    if model.default_layers.get(purpose):
+        return model.default_layers[purpose][0]
+    k, i = _PURPOSES[purpose]
+    return spread_layers(model.net, layer_table(model, fields=False), k)[i]
+
+
+def style_layers(model: Model | nn.Module) -> list[str]:
+    """The layers whose Gram matrices texture synthesis and style transfer match by default:
+    five spread over depth (`Model.default_layers["style"]` when the model names them)."""
+    model = as_model(model)
+    return list(model.default_layers.get("style") or spread_layers(model.net, layer_table(model, fields=False), 5))

@@ -87,7 +87,9 @@ def _bundled_efficientnet_lite0() -> Model:
         raise ModelError("the bundled EfficientNet-Lite0 weights do not match timm's definition")
     net.load_state_dict(dict(zip(target.keys(), sd.values(), strict=False)))
     pre = Preprocessing(input_size=224, resize=256, mean=(0.5,) * 3, std=(0.5,) * 3)
-    return Model(net.eval(), pre, list(imagenet_labels()), DEFAULT_MODEL)
+    # the stem's norm plus the first four stages: chosen by eye for texture and style transfer
+    style = ["bn1", "blocks.1", "blocks.2", "blocks.3", "blocks.4"]
+    return Model(net.eval(), pre, list(imagenet_labels()), DEFAULT_MODEL, default_layers={"style": style})
 
 
 def _torchvision(name: str, weights: str | None, trust: bool) -> Model:

@@ -90,6 +90,8 @@ class Model:
         name: the spec it was loaded from, shown in pictures and reports.
         layouts: layer name -> `MapLayout`, overriding what visionlens reads from the
             network's outputs (for an exotic model whose token grid cannot be inferred).
+        default_layers: purpose ("style", "content", "dream", ...) -> layers the model's
+            maker chose; purposes not named here are chosen from structure.
 
     Example:
         >>> model = vl.load_model()
@@ -103,6 +105,7 @@ class Model:
     labels: list[str] = field(default_factory=list)
     name: str = "model"
     layouts: dict[str, MapLayout] = field(default_factory=dict)
+    default_layers: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def device(self) -> torch.device:

@@ -184,7 +184,7 @@ class Probe:
     On entry the model is put in eval mode, parameters stop requiring gradients (only input
     gradients are needed), and inplace activations become out-of-place so captured tensors
     are not overwritten (functional ones too: `F.relu(x, inplace=True)` runs out of place).
-    With `reduce`, each output is replaced at once by `reduce(output)`
+    With `reduce`, each output is replaced at once by `reduce(name, output)`
     (e.g. pooled statistics) and inplace activations stay as they are. Everything is
     restored on exit, also when an exception passes.
 
@@ -194,8 +194,8 @@ class Probe:
             output of the last forward pass (the first element when a layer returns a tuple).
         param_grads: leave parameters requiring gradients (default: frozen while inside).
         backward_rule: None, "guided" (guided backprop) or "redirect" (redirected ReLU).
-        reduce: applied to each captured output at once (e.g. pooling to (B, C)); what it
-            returns is stored instead of the output.
+        reduce: applied as reduce(name, output) to each captured output at once (e.g.
+            pooling to (B, C)); what it returns is stored instead of the output.
 
     Example:
         >>> model = vl.load_model()
@@ -213,7 +213,7 @@ class Probe:
         *,
         param_grads: bool = False,
         backward_rule: str | None = None,
-        reduce: Callable[[torch.Tensor], Any] | None = None,
+        reduce: Callable[[str, torch.Tensor], Any] | None = None,
     ) -> None:
         self.net = net
         self.reduce = reduce
@@ -241,7 +241,7 @@ class Probe:
         def hook(module: nn.Module, inputs: Any, output: Any) -> None:
             if isinstance(output, (tuple, list)):
                 output = output[0]
-            self.outputs[name] = output if self.reduce is None else self.reduce(output)
+            self.outputs[name] = output if self.reduce is None else self.reduce(name, output)
 
         return hook
 

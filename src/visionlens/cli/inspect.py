@@ -26,13 +26,14 @@ def layers(
 
     m = spec.load()
     table = Table(title=f"{m.name}, input {m.preprocessing.input_size} px")
-    for col in ("layer", "type", "output shape", "receptive field", "stride"):
+    for col in ("layer", "type", "output shape", "kind", "receptive field", "stride"):
         table.add_column(col)
     for info in layer_table(m, fields=fields):
         shape = "x".join(map(str, info.shape)) if info.shape else "-"
+        kind = info.layout.describe() if info.layout is not None else "-"
         rf = info.field
         field, stride = ("-", "-") if rf is None else (rf.size_text(), str(rf.stride[0]))
-        table.add_row(info.name, info.type, shape, field, stride)
+        table.add_row(info.name, info.type, shape, kind, field, stride)
     out.print(table)
 
 
@@ -58,7 +59,10 @@ def classify(
 @grouped
 def activations(
     image: ImageArg,
-    layer: Annotated[str, typer.Option("--layer", "-l", help="dotted module name (see `visionlens layers`)")],
+    layer: Annotated[
+        str | None,
+        typer.Option("--layer", "-l", help="dotted module name (default: a middle layer; see `visionlens layers`)"),
+    ] = None,
     top: Annotated[int, typer.Option("--top", "-n", min=1, help="show the N most active channels")] = 16,
     channels: Annotated[str | None, typer.Option(help="these channels instead: 7, 3,5,9 or 0-7")] = None,
     spec: ModelSpec = ModelSpec(),
@@ -67,19 +71,17 @@ def activations(
 ) -> None:
     """A layer's feature maps as a grid, beside the input."""
     from .. import render
-    from ..errors import ArgumentError
     from ..inspection import activations as acts_of
     from ..inspection import strongest_channels
-    from ..layers import check_units
+    from ..layers import check_units, default_layer, map_layout
 
-    path = output_path(output, f"{stem(image)}-activations-{layer}.png")
+    output_path(output, "x.png")  # a bad output name fails before any work
     m = spec.load()
+    layer = layer or default_layer(m, "activations")
+    path = output_path(output, f"{stem(image)}-activations-{layer}.png")
+    layout = map_layout(m, layer)  # a layer that is no map: one line naming some that are
     x = m.prepare(image)
-    a = acts_of(m, x, layer)
-    if a.dim() != 4:
-        raise ArgumentError(
-            f"layer {layer!r} has no spatial output (shape {tuple(a.shape[1:])}); pick a convolutional layer"
-        )
+    a = acts_of(m, x, layer, as_map=True)
     if channels:
         chans = int_list(channels, "channels")
         check_units(layer, chans, a.shape[1])
@@ -94,7 +96,10 @@ def activations(
         ),
     ]
     render.save_figure(
-        path, panels, f"{m.name} activations of {layer} ({a.shape[1]}x{a.shape[2]}x{a.shape[3]})", panel_size=4.5
+        path,
+        panels,
+        f"{m.name} activations of {layer} ({a.shape[1]}x{a.shape[2]}x{a.shape[3]}, {layout.describe()})",
+        panel_size=4.5,
     )
     wrote(path, a[0], save_array)
 

@@ -25,7 +25,10 @@ StepsOpt = Annotated[int, typer.Option("--steps", min=1, help="optimization step
 SizeOpt = Annotated[int, typer.Option("--size", min=16, max=4096, help="image size, px")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="random seed (same seed, same image on CPU)")]
 EveryOpt = Annotated[int, typer.Option("--save-every", min=0, help="also write every N-th step as a frame")]
-LayerReq = Annotated[str, typer.Option("--layer", "-l", help="dotted module name (see `visionlens layers`)")]
+LayerOpt = Annotated[
+    str | None,
+    typer.Option("--layer", "-l", help="dotted module name (default: chosen from the network's structure)"),
+]
 
 
 def _frames(path: Path, every: int) -> Callable[[int, torch.Tensor], None] | None:
@@ -120,7 +123,7 @@ def visualize(
 @grouped
 def dream(
     image: ImageArg,
-    layer: LayerReq = "blocks.3",
+    layer: LayerOpt = None,
     octaves: Annotated[int, typer.Option(min=1)] = 4,
     octave_scale: Annotated[float, typer.Option(min=1.01)] = 1.4,
     steps: Annotated[int, typer.Option(min=1, help="steps per octave")] = 10,
@@ -133,10 +136,13 @@ def dream(
     save_array: SaveArray = False,
 ) -> None:
     """DeepDream: amplify what a layer sees in an image, over octaves."""
+    from ..layers import default_layer
     from ..synthesis.recipes import dream as run
 
-    path = output_path(output, f"{stem(image)}-dream-{layer}.png")
+    output_path(output, "x.png")  # a bad output name fails before any work
     m = spec.load()
+    layer = layer or default_layer(m, "dream")
+    path = output_path(output, f"{stem(image)}-dream-{layer}.png")
     x = m.prepare(image, size=size)
     res = run(
         m, x, layer, octaves=octaves, octave_scale=octave_scale, steps=steps, lr=lr, tile=tile, seed=seed, progress=True
@@ -148,7 +154,7 @@ def dream(
 @grouped
 def invert(
     image: ImageArg,
-    layer: LayerReq,
+    layer: LayerOpt = None,
     steps: StepsOpt = 150,
     tv_weight: Annotated[float, typer.Option("--tv", min=0.0, help="total variation weight")] = 1e-3,
     seed: SeedOpt = 0,
@@ -160,10 +166,13 @@ def invert(
     """Feature inversion: reconstruct an image from one layer's features, starting from noise."""
     from .. import render
     from ..images import psnr
+    from ..layers import default_layer
     from ..synthesis.recipes import invert as run
 
-    path = output_path(output, f"{stem(image)}-invert-{layer}.png")
+    output_path(output, "x.png")
     m = spec.load()
+    layer = layer or default_layer(m, "invert")
+    path = output_path(output, f"{stem(image)}-invert-{layer}.png")
     x = m.prepare(image)
     original = m.to_image(x)
     res = run(
@@ -195,7 +204,7 @@ def invert(
 @grouped
 def gram(
     image: ImageArg,
-    layer: LayerReq,
+    layer: LayerOpt = None,
     top: Annotated[int, typer.Option(min=1, help="list this many most correlated channel pairs")] = 10,
     spec: ModelSpec = ModelSpec(),
     output: Output = None,
@@ -203,10 +212,13 @@ def gram(
 ) -> None:
     """The C x C Gram matrix of a layer as a heatmap, with the most correlated channel pairs."""
     from .. import render
+    from ..layers import default_layer
     from ..synthesis.recipes import gram_matrix
 
-    path = output_path(output, f"{stem(image)}-gram-{layer}.png")
+    output_path(output, "x.png")
     m = spec.load()
+    layer = layer or default_layer(m, "gram")
+    path = output_path(output, f"{stem(image)}-gram-{layer}.png")
     x = m.prepare(image)
     g = gram_matrix(m, x, layer, top)
     render.save_figure(

@@ -34,13 +34,14 @@ from torch.utils.data import Dataset as TorchDataset
 
 from ..errors import ArgumentError, ImageError, VisionlensError
 from ..io import atomic_file, fingerprint, model_fingerprint
+from ..layermaps import MapLayout, trace_layouts
 from ..models import Model, as_model
 from ..probe import Probe, resolve_layer
 from ..progress import Progress
 from ..tracing import trace
 from .sources import Collection, open_dataset
 
-FORMAT = 1
+FORMAT = 2  # 2: token grids and channels-last maps are stored as (C, H, W) maps
 PIXELS = "pixels"  # pseudo-layer: the model input average-pooled to at most 16 x 16
 """Pseudo-layer of every pass: each image's model input average-pooled to at most 16 x 16,
 flattened to (N, 3 * s * s); pixel-space neighbours use it.
@@ -409,10 +410,17 @@ class _Job:
     workers: int | None
     folder: Path
     predict: bool
-    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # (C, H, W) for every map layer
+    layouts: dict[str, MapLayout] = field(default_factory=dict)
     dims: dict[str, int] = field(default_factory=dict)  # stored row width per file
     deepest: str = ""
     psize: int = 16  # side of the pooled pixels
+
+    def to_map(self, name: str, out: torch.Tensor) -> torch.Tensor:
+        """A captured output as (B, C, H, W) when its layer is a map; else as it is."""
+        lay = self.layouts[name]
+        size = self.model.preprocessing.input_size
+        return lay.to_nchw(out, (size, size)) if lay.is_map else out
 
     def __post_init__(self) -> None:
         size = self.model.preprocessing.input_size
@@ -420,7 +428,12 @@ class _Job:
         missing = [n for n in self.layers if n not in tr.shapes]
         if missing:
             raise ArgumentError(f"layer {missing[0]!r} does not run in the model's forward pass")
-        self.shapes = {n: tr.shapes[n] for n in self.layers}
+        layouts = {**trace_layouts(tr, size, self.model.net), **self.model.layouts}
+        self.layouts = {n: layouts[n] for n in self.layers}
+        # every map is stored as (C, H, W): channels-last maps and token grids alike
+        self.shapes = {
+            n: (lay.channels, *lay.grid) if lay.is_map and lay.grid else tr.shapes[n] for n, lay in self.layouts.items()
+        }
         self.deepest = max(self.layers, key=lambda n: tr.end[n])
         self.psize = min(16, size)
         self.dims = {name: _pooled_dim(shape) for name, shape in self.shapes.items()}
@@ -499,7 +512,7 @@ def _run(job: _Job, progress: bool, on_batch: Callable[[int, int], None] | None)
     # interruption anywhere leaves a consistent pair to checkpoint
     ck = (tops, state)
     try:
-        reducing = Probe(model.net, job.layers, reduce=lambda out: _reduce(out, job.pool))
+        reducing = Probe(model.net, job.layers, reduce=lambda name, out: _reduce(job.to_map(name, out), job.pool))
         with reducing as reduced, torch.inference_mode():
             for x, idx, errors in loader:
                 x = x.to(model.device, non_blocking=True)

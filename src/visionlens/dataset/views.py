@@ -15,8 +15,8 @@ import torch
 from PIL import Image
 
 from ..errors import ArgumentError, LayerError
-from ..fields import receptive_fields
-from ..layers import check_units
+from ..fields import ReceptiveField, receptive_fields
+from ..layers import check_units, map_layout
 from ..models import Model, as_model
 from .engine import PIXELS, PassResult, run_pass
 from .sources import Collection
@@ -469,12 +469,14 @@ def top_patches(
     model: Model | torch.nn.Module, result: PassResult, layer: str, units: Sequence[int], k: int = 9
 ) -> dict[int, list[Patch]]:
     """For each unit, the k dataset images whose maximum of that unit is highest, cropped to
-    the receptive field (measured on the network) of the position of that maximum.
+    the receptive field (measured on the network) of the position of that maximum. On a
+    token grid or a channels-last map after attention, where every position sees the whole
+    image, the crop is the position's patch with one patch of context around it.
 
     Args:
         model: the model the pass ran.
         result: a `run_pass` result that captured `layer`.
-        layer: a layer with a spatial (C, H, W) output.
+        layer: a layer whose output is a map (channels-first, channels-last or a token grid).
         units: channel indices of `layer`.
         k: patches per unit, at most the pass's `topk`.
 
@@ -503,7 +505,11 @@ def top_patches(
     if k > top.values.shape[1]:
         raise ArgumentError(f"`k` {k} is more than the {top.values.shape[1]} kept per unit by this pass")
     size = model.preprocessing.input_size
-    rf = receptive_fields(model.net, size, [layer]).get(layer)
+    measurable = map_layout(model, layer).kind == "channels_first"
+    rf = receptive_fields(model.net, size, [layer]).get(layer) if measurable else None
+    if rf is None and shape[1] > 1:  # no measured field (attention, channels-last): patch and context
+        s = max(1, round(size / shape[1]))
+        rf = ReceptiveField((3 * s, 3 * s), (s, s), (s, s))
     coll = result.collection
     views: dict[int, np.ndarray] = {}
     out: dict[int, list[Patch]] = {}

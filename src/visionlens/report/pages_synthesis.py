@@ -6,8 +6,9 @@ import torch
 
 from ..images import image_tensor
 from ..io import fingerprint
-from ..layers import spread_layers
-from ..synthesis.recipes import DEFAULT_STYLE_LAYERS, style_transfer, texture
+from ..layers import default_layer
+from ..layers import style_layers as default_style_layers
+from ..synthesis.recipes import style_transfer, texture
 from .context import ReportContext
 from .core import Figure, Page, Section
 from .pages_layers import _checked
@@ -30,13 +31,8 @@ def _source(ctx: ReportContext, name: str, size: int, square: bool) -> tuple[Fig
 
 
 def style_layers(ctx: ReportContext) -> tuple[list[str], str]:
-    """(style layers, content layer): the recipes' defaults where the model has them (the
-    bundled EfficientNet), else layers spread over the network's depth."""
-    names = {i.name for i in ctx.layer_table}
-    if all(n in names for n in DEFAULT_STYLE_LAYERS) and "blocks.4" in names:
-        return list(DEFAULT_STYLE_LAYERS), "blocks.4"
-    spread = spread_layers(ctx.model.net, ctx.layer_table, 4)
-    return spread, spread[-1]
+    """(style layers, content layer): the recipes' own defaults for this model."""
+    return default_style_layers(ctx.model), default_layer(ctx.model, "content")
 
 
 def _texture_section(ctx: ReportContext, name: str) -> Section:

@@ -8,10 +8,9 @@ objectives from `visionlens.synthesis.objectives`. Images go in as the model's i
 
 from . import objectives
 from .engine import Result, synthesize
-from .recipes import DEFAULT_STYLE_LAYERS, GramResult, dream, gram_matrix, invert, style_transfer, texture, visualize
+from .recipes import GramResult, dream, gram_matrix, invert, style_transfer, texture, visualize
 
 __all__ = [
-    "DEFAULT_STYLE_LAYERS",
     "GramResult",
     "Result",
     "dream",

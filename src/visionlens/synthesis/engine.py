@@ -18,10 +18,12 @@ import torch
 from torch import nn
 
 from ..errors import ArgumentError
+from ..layermaps import to_maps
+from ..layers import dry_run, fit_input, layer_layouts
 from ..models import Model, as_model
 from ..probe import Probe, backward_rule
 from ..progress import Progress
-from ..tracing import forward_until, trace
+from ..tracing import forward_until
 from .objectives import Objective, State
 from .param import make_param
 from .transforms import RandomTransforms, Transform
@@ -171,8 +173,9 @@ def synthesize(
         redirect_steps = 0 if init is not None else min(32, steps // 8)
     layers = list(objective.layers)
     stop = None
+    layouts = {n: lay for n, lay in layer_layouts(model).items() if n in layers} if layers else {}
     if layers and not objective.needs_output:  # run the network only as far as the objective looks
-        tr = trace(net, torch.zeros(1, 3, 64, 64, device=dev))
+        tr = dry_run(model)
         stop = max(layers, key=lambda n: tr.end.get(n, 0))
     pre = model.preprocessing
     values: list[float] = []
@@ -188,9 +191,10 @@ def synthesize(
         with Probe(net, layers) as probe, backward_rule("redirect" if step < redirect_steps else None):
             for k, (ys, xs) in enumerate(cuts):
                 part = seen[..., ys, xs]
-                x = pre.normalize(part)
+                x = fit_input(model, pre.normalize(part))  # a fixed-size model sees its own size
                 out = forward_until(net, x, stop) if stop else net(x)
-                state = State(img if len(cuts) == 1 else part, {n: probe[n] for n in layers}, None if stop else out)
+                acts = to_maps(layouts, {n: probe[n] for n in layers}, (x.shape[-2], x.shape[-1]))
+                state = State(img if len(cuts) == 1 else part, acts, None if stop else out)
                 value = objective(state)
                 (-value).backward(retain_graph=k < len(cuts) - 1)
                 total = total + value.detach()

@@ -13,11 +13,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..errors import ArgumentError, LayerError
+from ..errors import ArgumentError
 from ..inspection import activations
-from ..layers import check_units, layer_channels
+from ..layers import check_units, default_layer, layer_channels, map_layout
+from ..layers import style_layers as default_style_layers
 from ..models import Model, as_model
-from ..probe import resolve_layer
 from .engine import Result, synthesize
 from .objectives import (
     Objective,
@@ -103,7 +103,7 @@ def _resize(img: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
 def dream(
     model: Model | torch.nn.Module,
     image: torch.Tensor,
-    layer: str,
+    layer: str | None = None,
     *,
     octaves: int = 4,
     octave_scale: float = 1.4,
@@ -121,7 +121,8 @@ def dream(
     Args:
         model: a `Model` or any `nn.Module`.
         image: model input as `model.prepare` makes it, (B, 3, H, W).
-        layer: the dotted name of the layer to amplify.
+        layer: the dotted name of the layer to amplify (default: a middle one chosen from
+            structure, `layers.default_layer(model, "dream")`).
         octaves: pyramid levels (fewer when a level would be under 32 px).
         octave_scale: the size ratio between levels (> 1).
         steps: normalized gradient steps per octave.
@@ -141,7 +142,8 @@ def dream(
         torch.Size([1, 3, 224, 224])
     """
     model = as_model(model)
-    resolve_layer(model.net, layer)
+    layer = layer or default_layer(model, "dream")
+    map_layout(model, layer)
     if octaves < 1 or octave_scale <= 1.0:
         raise ArgumentError("`octaves` must be >= 1 and `octave_scale` > 1")
     base = model.to_image(image.to(model.device))  # the pyramid and the detail live in picture space
@@ -186,7 +188,7 @@ def dream(
 def invert(
     model: Model | torch.nn.Module,
     image: torch.Tensor,
-    layer: str,
+    layer: str | None = None,
     *,
     steps: int = 150,
     lr: float = 1.0,
@@ -205,7 +207,8 @@ def invert(
     Args:
         model: a `Model` or any `nn.Module`.
         image: model input as `model.prepare` makes it, (B, 3, H, W).
-        layer: the dotted name of the layer whose features to match.
+        layer: the dotted name of the layer whose features to match (default: an early one,
+            `layers.default_layer(model, "invert")`).
         steps: optimization steps.
         lr: the optimizer's learning rate.
         tv_weight: the weight of the total-variation prior.
@@ -226,7 +229,8 @@ def invert(
         torch.Size([1, 3, 96, 96])
     """
     model = as_model(model)
-    target = activations(model, image, [layer])[layer]
+    layer = layer or default_layer(model, "invert")
+    target = activations(model, image, layer, as_map=True)
     objective = -feature_loss(layer, target) - tv_weight * total_variation() - alpha_weight * alpha_norm(6)
     return synthesize(
         model,
@@ -266,13 +270,16 @@ class GramResult:
     top_pairs: list[tuple[int, int, float]]
 
 
-def gram_matrix(model: Model | torch.nn.Module, image: torch.Tensor, layer: str, top: int = 10) -> GramResult:
+def gram_matrix(
+    model: Model | torch.nn.Module, image: torch.Tensor, layer: str | None = None, top: int = 10
+) -> GramResult:
     """The channel Gram matrix of `layer` for one image, with its most correlated pairs.
 
     Args:
         model: a `Model` or any `nn.Module`.
         image: model input as `model.prepare` makes it; only the first image is used.
-        layer: a layer with a spatial (C, H, W) output.
+        layer: a layer whose output is a map (any layout; default: a middle one,
+            `layers.default_layer(model, "gram")`).
         top: how many channel pairs to list.
 
     Returns:
@@ -285,9 +292,9 @@ def gram_matrix(model: Model | torch.nn.Module, image: torch.Tensor, layer: str,
         (torch.Size([40, 40]), True)
     """
     model = as_model(model)
-    acts = activations(model, image[:1], [layer])[layer]
-    if acts.dim() != 4:
-        raise LayerError(f"layer {layer!r} has no spatial output (shape {tuple(acts.shape[1:])}); pick a conv layer")
+    layer = layer or default_layer(model, "gram")
+    map_layout(model, layer)  # a layer that is no map is a one-line error naming some that are
+    acts = activations(model, image[:1], layer, as_map=True)
     g = gram(acts)[0]
     d = g.diagonal().clamp(min=1e-12).sqrt()
     corr = g / d[:, None] / d[None, :]
@@ -308,23 +315,11 @@ def _total(objectives: Sequence[Objective]) -> Objective:
     return total
 
 
-DEFAULT_STYLE_LAYERS = ("bn1", "blocks.1", "blocks.2", "blocks.3", "blocks.4")
-"""The layers of the bundled EfficientNet-Lite0 whose Gram matrices `texture` and
-`style_transfer` match by default: the stem and the first four stages (give others for
-other networks).
-
-Example:
-    >>> from visionlens.synthesis import DEFAULT_STYLE_LAYERS
-    >>> DEFAULT_STYLE_LAYERS[:2]
-    ('bn1', 'blocks.1')
-"""
-
-
 def texture(
     model: Model | torch.nn.Module,
     image: torch.Tensor,
     *,
-    layers: Sequence[str] = DEFAULT_STYLE_LAYERS,
+    layers: Sequence[str] | None = None,
     size: int = 256,
     steps: int = 300,
     lr: float = 0.1,
@@ -346,7 +341,8 @@ def texture(
     Args:
         model: a `Model` or any `nn.Module`.
         image: the source texture, model input as `model.prepare` makes it (first image used).
-        layers: the layers whose Gram matrices to match (default: `DEFAULT_STYLE_LAYERS`).
+        layers: the layers whose Gram matrices to match (default: `layers.style_layers(model)`,
+            five spread over depth, or the model's own choice).
         size: the result's side, in px.
         steps: optimization steps.
         lr: the optimizer's learning rate.
@@ -367,7 +363,8 @@ def texture(
         torch.Size([1, 3, 64, 64])
     """
     model = as_model(model)
-    targets = activations(model, image[:1], layers)
+    layers = list(layers or default_style_layers(model))
+    targets = activations(model, image[:1], layers, as_map=True)
     objective = -_total([gram_loss(n, gram(targets[n], smooth), smooth) for n in layers])
     if tv_weight:
         objective = objective - tv_weight * total_variation()
@@ -393,8 +390,8 @@ def style_transfer(
     content: torch.Tensor,
     style: torch.Tensor,
     *,
-    content_layer: str = "blocks.4",
-    style_layers: Sequence[str] = DEFAULT_STYLE_LAYERS,
+    content_layer: str | None = None,
+    style_layers: Sequence[str] | None = None,
     content_weight: float = 1.0,
     style_weight: float = 30.0,
     steps: int = 200,
@@ -417,8 +414,10 @@ def style_transfer(
         model: a `Model` or any `nn.Module`.
         content: model input as `model.prepare` makes it (first image used).
         style: model input too; resized to the content's size when it differs.
-        content_layer: the layer whose features keep the content.
-        style_layers: the layers whose Gram matrices carry the style.
+        content_layer: the layer whose features keep the content (default: a deep one chosen
+            from structure, `layers.default_layer(model, "content")`).
+        style_layers: the layers whose Gram matrices carry the style (default:
+            `layers.style_layers(model)`).
         content_weight: the weight of the content loss.
         style_weight: the weight of the style loss.
         steps: optimization steps.
@@ -441,8 +440,10 @@ def style_transfer(
     model = as_model(model)
     if style.shape[-2:] != content.shape[-2:]:
         style = model.to_input(_resize(model.to_image(style.to(model.device)), (content.shape[-2], content.shape[-1])))
-    c = activations(model, content[:1], [content_layer])[content_layer]
-    s = activations(model, style[:1], style_layers)
+    content_layer = content_layer or default_layer(model, "content")
+    style_layers = list(style_layers or default_style_layers(model))
+    c = activations(model, content[:1], content_layer, as_map=True)
+    s = activations(model, style[:1], style_layers, as_map=True)
     objective = -content_weight * feature_loss(content_layer, c) - style_weight * _total(
         [gram_loss(n, gram(s[n], smooth), smooth) for n in style_layers]
     )
@@ -462,7 +463,6 @@ def style_transfer(
 
 
 __all__ = [
-    "DEFAULT_STYLE_LAYERS",
     "GramResult",
     "dream",
     "gram_matrix",
