@@ -1,7 +1,7 @@
 # The two set-up commands: `make demo` and `make test`. Each creates .venv when missing.
 # `make demo` writes the HTML report of the bundled model on the bundled images into demo/;
 # `make gallery` writes one picture per technique into docs/gallery.
-# `make test` runs ruff and the whole suite (as CI does); `make test-fast` leaves out the tests
+# `make test` runs ruff, mypy and the whole suite (as CI does); `make test-fast` leaves out the tests
 # marked slow (over about 5 s each on 2 CPU cores, the browser tests among them) and so needs
 # no chromium.
 PYTHON ?= python3
@@ -66,11 +66,13 @@ chromium:
 	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 
 test: $(STAMP) chromium
-	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m ruff check src tests benchmarks scripts
+	$(PY) -m mypy
 	$(PY) -m pytest
 
 test-fast: $(STAMP)
-	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m ruff check src tests benchmarks scripts
+	$(PY) -m mypy
 	$(PY) -m pytest -m "not slow"
 
 bench: $(STAMP)

@@ -8,6 +8,7 @@ user would create them for their own input size)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cache
 
 import timm
 import torch
@@ -29,37 +30,44 @@ def _model(net: nn.Module, name: str) -> Model:
     return Model(net.eval(), _PRE, [f"class {i}" for i in range(10)], name)
 
 
+@cache  # built once per process: the commands of a test session share it
 def resnet50() -> Model:
     torch.manual_seed(0)
     return _model(torchvision.models.resnet50(num_classes=10), "resnet50")
 
 
+@cache  # built once per process: the commands of a test session share it
 def vgg16() -> Model:
     torch.manual_seed(0)
     return _model(torchvision.models.vgg16(num_classes=10), "vgg16")
 
 
+@cache  # built once per process: the commands of a test session share it
 def densenet121() -> Model:
     torch.manual_seed(0)
     return _model(torchvision.models.densenet121(num_classes=10), "densenet121")
 
 
+@cache  # built once per process: the commands of a test session share it
 def convnext_tiny() -> Model:
     torch.manual_seed(0)
     return _model(timm.create_model("convnext_tiny", num_classes=10), "convnext_tiny")
 
 
+@cache  # built once per process: the commands of a test session share it
 def vit_small() -> Model:
     torch.manual_seed(0)
     return _model(timm.create_model("vit_small_patch16_224", num_classes=10, img_size=SIZE), "vit_small")
 
 
+@cache  # built once per process: the commands of a test session share it
 def deit_tiny() -> Model:
     torch.manual_seed(0)
     net = timm.create_model("deit_tiny_distilled_patch16_224", num_classes=10, img_size=SIZE)
     return _model(net, "deit_tiny_distilled")
 
 
+@cache  # built once per process: the commands of a test session share it
 def swin_tiny() -> Model:
     torch.manual_seed(0)
     net = timm.create_model("swin_tiny_patch4_window7_224", num_classes=10, img_size=SIZE, window_size=2)

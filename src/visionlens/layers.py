@@ -158,10 +158,11 @@ def map_layout(model: Model | nn.Module, layer: str, input_size: int | None = No
         raise LayerError(f"layer {layer!r} did not run in the forward pass")
     if not found.is_map:
         maps = [n for n, lay in layouts.items() if lay.is_map and lay.grid is not None and min(lay.grid) > 1]
+        hint = list(dict.fromkeys([last_spatial_layer(model, input_size), *maps[-2:]])) if maps else ["none"]
         shape = "x".join(map(str, found.shape)) if found.shape else "none"
         raise LayerError(
             f"layer {layer!r} has output shape {shape} ({found.kind}), not a map; layers that are maps: "
-            f"{', '.join(maps[-3:]) or 'none'} (see `visionlens layers`)"
+            f"{', '.join(hint)} (see `visionlens layers`)"
         )
     return found
 
