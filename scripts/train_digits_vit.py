@@ -89,13 +89,15 @@ def main() -> None:
     parser.add_argument("--cnn", action="store_true", help="train digits_canvas_cnn instead of digits_vit")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--aux", type=float, default=1.0, help="weight of the ViT's mean-patch-token loss")
+    parser.add_argument("--out", type=Path, default=None, help="where to write the weights (default: the bundled file)")
     args = parser.parse_args()
     if args.cnn:
         net = train(digits_cnn_net(), args.epochs or 10, 3e-3, 1e-4, copies=1, seed=args.seed)
-        save(net, DATA / "digits_canvas_cnn.pt")
+        save(net, args.out or DATA / "digits_canvas_cnn.pt")
     else:
-        net = train(digits_vit_net(), args.epochs or 30, 2e-3, 0.05, copies=1, seed=args.seed, aux=1.0)
-        save(net, DATA / "digits_vit.pt")
+        net = train(digits_vit_net(), args.epochs or 30, 2e-3, 0.05, copies=1, seed=args.seed, aux=args.aux)
+        save(net, args.out or DATA / "digits_vit.pt")
 
 
 if __name__ == "__main__":
