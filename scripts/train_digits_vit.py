@@ -29,9 +29,7 @@ from visionlens.io import write_atomic
 DATA = Path(__file__).resolve().parents[1] / "src" / "visionlens" / "data"
 
 
-def train(
-    net: nn.Module, epochs: int, lr: float, weight_decay: float, copies: int, seed: int, aux: float = 0.0
-) -> nn.Module:
+def train(net: nn.Module, epochs: int, lr: float, weight_decay: float, copies: int, seed: int) -> nn.Module:
     """AdamW with a one-cycle schedule on `copies` fresh canvases per training digit per epoch."""
     torch.manual_seed(seed)
     train_idx, _ = digits_split()
@@ -49,9 +47,7 @@ def train(
         perm = torch.randperm(len(x))
         for i in range(0, len(x), batch):
             b = perm[i : i + batch]
-            loss = (
-                F.cross_entropy(net(x[b]), y[b], label_smoothing=0.05) if aux == 0 else vit_loss(net, x[b], y[b], aux)
-            )
+            loss = F.cross_entropy(net(x[b]), y[b], label_smoothing=0.05)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -64,16 +60,6 @@ def train(
                 flush=True,
             )
     return net.eval()
-
-
-def vit_loss(net: nn.Module, x: torch.Tensor, y: torch.Tensor, aux: float) -> torch.Tensor:
-    """The class token's loss plus `aux` x the loss of the same head on the mean patch token:
-    patch tokens learn class evidence early, which the class token then only has to gather.
-    The bundled model reads the class token alone."""
-    feats = net.forward_features(x)  # type: ignore[operator]
-    loss = F.cross_entropy(net.forward_head(feats), y, label_smoothing=0.05)  # type: ignore[operator]
-    pooled = feats[:, net.num_prefix_tokens :].mean(1)  # type: ignore[misc]
-    return loss + aux * F.cross_entropy(net.head(pooled), y, label_smoothing=0.05)  # type: ignore[operator]
 
 
 def save(net: nn.Module, out: Path) -> None:
@@ -89,14 +75,13 @@ def main() -> None:
     parser.add_argument("--cnn", action="store_true", help="train digits_canvas_cnn instead of digits_vit")
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--aux", type=float, default=1.0, help="weight of the ViT's mean-patch-token loss")
     parser.add_argument("--out", type=Path, default=None, help="where to write the weights (default: the bundled file)")
     args = parser.parse_args()
     if args.cnn:
         net = train(digits_cnn_net(), args.epochs or 10, 3e-3, 1e-4, copies=1, seed=args.seed)
         save(net, args.out or DATA / "digits_canvas_cnn.pt")
     else:
-        net = train(digits_vit_net(), args.epochs or 30, 2e-3, 0.05, copies=1, seed=args.seed, aux=args.aux)
+        net = train(digits_vit_net(), args.epochs or 30, 2e-3, 0.05, copies=1, seed=args.seed)
         save(net, args.out or DATA / "digits_vit.pt")
 
 

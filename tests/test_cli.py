@@ -120,7 +120,7 @@ BAD = [
     (["saliency", "chelsea", "--target", "no such class"], "unknown class name"),
     (["saliency", "chelsea", "--method", "gradcam", "--layer", "blocks.9"], "no layer named"),
     (["saliency", "chelsea", "--method", "gradcam", "--layer", "classifier"], "not a map"),
-    (["activations", "chelsea", "--layer", "classifier"], "no spatial output"),
+    (["activations", "chelsea", "--layer", "classifier"], "not a map"),
     (["activations", "chelsea", "--layer", "blocks.2", "--channels", "99"], "out of range"),
     (["activations", "chelsea", "--layer", "blocks.2", "--channels", "x"], "--channels must be integers"),
     (["filters", "--layer", "bn1"], "not a Conv2d"),
@@ -269,7 +269,7 @@ SYNTH_BAD = [
     (["visualize", "--steps", "1"], "give --layer and --unit"),
     (["visualize", "--layer", "blocks.4", "--unit", "x", "--steps", "1"], "--unit must be"),
     (["visualize", "--layer", "blocks.4", "--unit", "1,2", "--diversity", "2", "--steps", "1"], "--diversity makes"),
-    (["gram", "chelsea", "--layer", "classifier"], "no spatial output"),
+    (["gram", "chelsea", "--layer", "classifier"], "not a map"),
     (["style", "chelsea", "missing.png", "--steps", "1"], "no such file"),
 ]
 

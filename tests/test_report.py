@@ -176,7 +176,7 @@ def test_cli_report(
     [
         (["--images", "/no/such/folder"], "no such file"),
         (["--layers", "blocks.22"], "blocks.2"),
-        (["--layers", "classifier"], "not a spatial"),
+        (["--layers", "classifier"], "not a map"),
         (["--images", ""], "empty"),
         (["--dataset", "/no/such/folder"], "not a bundled dataset"),
     ],

@@ -249,7 +249,7 @@ def test_gram_matrix(bundled: vl.Model) -> None:
     assert g.matrix.shape == (40, 40) and torch.allclose(g.matrix, g.matrix.T, atol=1e-5)
     assert len(g.top_pairs) == 5 and all(a < b for a, b, _ in g.top_pairs)
     assert g.top_pairs[0][2] >= g.top_pairs[-1][2]
-    with pytest.raises(LayerError, match="no spatial output"):
+    with pytest.raises(LayerError, match="not a map"):
         gram_matrix(bundled, bundled.prepare("coffee", 96), "classifier")
 
 

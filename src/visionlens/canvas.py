@@ -185,8 +185,42 @@ def canvas_accuracy(model: Model | nn.Module, canvases: Canvases, batch_size: in
     return float((torch.cat(preds).numpy() == canvases.labels).mean())
 
 
+def map_maximum(maps: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The (row, col) where each map peaks. Where the maximum is a plateau (occlusion with
+    stride = window gives constant blocks), the maximal pixel nearest the plateau's centroid,
+    not its top-left corner.
+
+    Args:
+        maps: (N, H, W) maps.
+
+    Returns:
+        (rows, cols), two (N,) int arrays.
+
+    Example:
+        >>> from visionlens.canvas import map_maximum
+        >>> m = torch.zeros(1, 8, 8)
+        >>> m[0, 2:6, 4:8] = 1.0
+        >>> [a.tolist() for a in map_maximum(m)]
+        [[3], [5]]
+    """
+    m = torch.as_tensor(maps).detach().float().cpu()
+    if m.dim() != 3:
+        raise ValueError(f"maps must be (N, H, W), not {tuple(m.shape)}")
+    flat = m.flatten(1)
+    top = flat.amax(1, keepdim=True)
+    ties = flat >= top - 1e-6 * top.abs().clamp_min(1e-12)
+    ys, xs = torch.meshgrid(torch.arange(m.shape[1]), torch.arange(m.shape[2]), indexing="ij")
+    ys, xs = ys.flatten().float(), xs.flatten().float()
+    count = ties.sum(1, keepdim=True)
+    cy, cx = (ties * ys).sum(1, keepdim=True) / count, (ties * xs).sum(1, keepdim=True) / count
+    dist = torch.where(ties, (ys - cy) ** 2 + (xs - cx) ** 2, torch.inf)
+    best = dist.argmin(1)
+    return (best // m.shape[2]).numpy(), (best % m.shape[2]).numpy()
+
+
 def pointing_game(maps: torch.Tensor | np.ndarray, boxes: np.ndarray, tolerance: int = 0) -> np.ndarray:
-    """Whether the maximum of each attribution map falls inside its box (a hit).
+    """Whether the maximum of each attribution map falls inside its box (a hit), as in Zhang
+    et al. 2016, whose 15-px tolerance at 224 px is 2 px on a 32-px canvas.
 
     Args:
         maps: (N, H, W) attribution maps over the canvases (upsampled to the canvas size).
@@ -195,7 +229,7 @@ def pointing_game(maps: torch.Tensor | np.ndarray, boxes: np.ndarray, tolerance:
 
     Returns:
         A bool (N,) array: hit or miss per map (`.mean()` is the pointing-game accuracy). The
-        first maximal pixel counts, so a constant map points at the top-left corner.
+        maximum is `map_maximum`'s: a plateau counts at its centre.
 
     Example:
         >>> from visionlens.canvas import pointing_game
@@ -204,12 +238,10 @@ def pointing_game(maps: torch.Tensor | np.ndarray, boxes: np.ndarray, tolerance:
         >>> pointing_game(m, np.array([[4, 7, 1, 3]])).tolist()
         [True]
     """
-    m = torch.as_tensor(maps).detach().float().cpu()
-    if m.dim() != 3 or len(m) != len(boxes):
-        raise ValueError(f"maps must be (N, H, W) with one box each; got {tuple(m.shape)} and {len(boxes)} boxes")
-    flat = m.flatten(1).argmax(1)
-    ys, xs = (flat // m.shape[2]).numpy(), (flat % m.shape[2]).numpy()
     b = np.asarray(boxes)
+    if len(b) != len(maps):
+        raise ValueError(f"{len(maps)} maps but {len(b)} boxes; give one box per map")
+    ys, xs = map_maximum(maps)
     return (
         (ys >= b[:, 0] - tolerance)
         & (ys < b[:, 1] + tolerance)

@@ -46,6 +46,14 @@ class LayerInfo:
     layout: MapLayout | None = None
 
     @property
+    def map_shape(self) -> tuple[int, ...] | None:
+        """(C, H, W) for a map of any layout (a token grid without its prefix tokens); the
+        output shape for anything else."""
+        if self.layout is not None and self.layout.is_map and self.layout.grid is not None:
+            return (self.layout.channels, *self.layout.grid)
+        return self.shape
+
+    @property
     def is_map(self) -> bool:
         """True for outputs drawable as a (C, H, W) map with H, W > 1."""
         if self.layout is not None:

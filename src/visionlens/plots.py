@@ -4,6 +4,7 @@ grids. No model math here; inputs are arrays and small result objects."""
 from __future__ import annotations
 
 import os
+import textwrap
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -166,7 +167,12 @@ def patch_grid(
     extra = 1 if lead is not None else 0
     cols = k + extra
     rows = len(units)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.15 * cols + 0.6, 1.25 * rows + 0.5), squeeze=False)
+    width = 1.15 * cols + 0.6
+    # the title wraps to the figure's width (about 14 characters an inch at 9 pt): few columns
+    # must not cut it at the sides
+    title = "\n".join(textwrap.fill(line, max(20, int(width * 14))) for line in title.splitlines())
+    head = 0.2 + 0.16 * (title.count("\n") + 1)  # inches for the title
+    fig, axes = plt.subplots(rows, cols, figsize=(width, 1.25 * rows + head), squeeze=False)
     for r, u in enumerate(units):
         for ax in axes[r]:
             ax.axis("off")
@@ -188,5 +194,5 @@ def patch_grid(
             weight="bold",
         )
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout(rect=(0.02, 0, 1, 1 - 0.6 / (1.25 * rows + 0.5)))
+    fig.tight_layout(rect=(0.02, 0, 1, 1 - head / (1.25 * rows + head)))
     return _save(fig, path)

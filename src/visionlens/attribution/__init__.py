@@ -2,7 +2,7 @@
 `method(model, images, target=None, **options) -> tensor`."""
 
 from .attention import attention_layers, attention_maps, attention_rollout, attention_weights
-from .guided import gradcam, guided_backprop, guided_gradcam
+from .guided import gradcam, guided_backprop, guided_gradcam, has_guided_rule
 from .occlusion import occlusion, occlusion_windows
 from .saliency import saliency, smoothgrad
 
@@ -12,6 +12,7 @@ __all__ = [
     "guided_backprop",
     "gradcam",
     "guided_gradcam",
+    "has_guided_rule",
     "occlusion",
     "occlusion_windows",
     "attention_rollout",

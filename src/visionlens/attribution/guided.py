@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from ..layers import last_spatial_layer, map_layout
 from ..models import Model, as_model
+from ..probe import Probe
 from ._common import Target, input_gradient
 
 
@@ -34,6 +35,18 @@ def guided_backprop(
     """
     grad, _, _ = input_gradient(model, x, target, softmax, backward_rule="guided")
     return grad
+
+
+def has_guided_rule(model: Model | torch.nn.Module) -> bool:
+    """True when the network has a ReLU-family activation (ReLU, ReLU6, hardtanh; module or
+    functional) for guided backprop's rule to act on, found by one forward pass of a zero
+    image; GELU and SiLU networks (ConvNeXt, ViT, Swin) have none."""
+    model = as_model(model)
+    size = model.preprocessing.input_size
+    x = torch.zeros(1, 3, size, size, device=model.device, requires_grad=True)
+    with torch.inference_mode(False), torch.enable_grad(), Probe(model.net, backward_rule="guided") as probe:
+        model.net(x)
+        return probe.routed > 0
 
 
 def gradcam(

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from .app import app
-from .options import ImageArg, ModelSpec, Output, SaveArray, grouped, out, output_path, stem, wrote
+from .options import ImageArg, ModelSpec, Output, SaveArray, grouped, model_and_layer, out, output_path, stem, wrote
 from .parsing import int_list
 
 PANEL = "Inspect"
@@ -73,12 +73,9 @@ def activations(
     from .. import render
     from ..inspection import activations as acts_of
     from ..inspection import strongest_channels
-    from ..layers import check_units, default_layer, map_layout
+    from ..layers import check_units, map_layout
 
-    output_path(output, "x.png")  # a bad output name fails before any work
-    m = spec.load()
-    layer = layer or default_layer(m, "activations")
-    path = output_path(output, f"{stem(image)}-activations-{layer}.png")
+    m, layer, path = model_and_layer(spec, layer, "activations", output, lambda n: f"{stem(image)}-activations-{n}.png")
     layout = map_layout(m, layer)  # a layer that is no map: one line naming some that are
     x = m.prepare(image)
     a = acts_of(m, x, layer, as_map=True)

@@ -146,6 +146,20 @@ def output_path(output: Path | None, default: str, suffixes: tuple[str, ...] = (
     return path
 
 
+def model_and_layer(
+    spec: ModelSpec, layer: str | None, purpose: str, output: Path | None, default_name: Callable[[str], str]
+) -> tuple[Model, str, Path]:
+    """(the model, loaded once; `layer`, or the one its structure suggests for `purpose`; the
+    file to write, `default_name(layer)` unless -o names one). A bad -o fails before the
+    model loads."""
+    from ..layers import default_layer
+
+    output_path(output, "x.png")
+    m = spec.load()
+    layer = layer or default_layer(m, purpose)
+    return m, layer, output_path(output, default_name(layer))
+
+
 def wrote(path: Path, array: Any = None, save_array: bool = False, note: str = "") -> None:
     """Say that `path` was written; with `save_array`, first write `array` beside it
     (atomically, like every file): one array as .npy, a mapping of names to arrays as .npz."""

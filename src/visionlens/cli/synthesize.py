@@ -12,7 +12,7 @@ import typer
 
 from ..errors import ArgumentError, VisionlensError
 from .app import app
-from .options import ImageArg, ModelSpec, Output, SaveArray, grouped, out, output_path, stem, wrote
+from .options import ImageArg, ModelSpec, Output, SaveArray, grouped, model_and_layer, out, output_path, stem, wrote
 from .parsing import comma_list, int_list
 
 if TYPE_CHECKING:
@@ -136,13 +136,9 @@ def dream(
     save_array: SaveArray = False,
 ) -> None:
     """DeepDream: amplify what a layer sees in an image, over octaves."""
-    from ..layers import default_layer
     from ..synthesis.recipes import dream as run
 
-    output_path(output, "x.png")  # a bad output name fails before any work
-    m = spec.load()
-    layer = layer or default_layer(m, "dream")
-    path = output_path(output, f"{stem(image)}-dream-{layer}.png")
+    m, layer, path = model_and_layer(spec, layer, "dream", output, lambda n: f"{stem(image)}-dream-{n}.png")
     x = m.prepare(image, size=size)
     res = run(
         m, x, layer, octaves=octaves, octave_scale=octave_scale, steps=steps, lr=lr, tile=tile, seed=seed, progress=True
@@ -166,13 +162,9 @@ def invert(
     """Feature inversion: reconstruct an image from one layer's features, starting from noise."""
     from .. import render
     from ..images import psnr
-    from ..layers import default_layer
     from ..synthesis.recipes import invert as run
 
-    output_path(output, "x.png")
-    m = spec.load()
-    layer = layer or default_layer(m, "invert")
-    path = output_path(output, f"{stem(image)}-invert-{layer}.png")
+    m, layer, path = model_and_layer(spec, layer, "invert", output, lambda n: f"{stem(image)}-invert-{n}.png")
     x = m.prepare(image)
     original = m.to_image(x)
     res = run(
@@ -212,13 +204,9 @@ def gram(
 ) -> None:
     """The C x C Gram matrix of a layer as a heatmap, with the most correlated channel pairs."""
     from .. import render
-    from ..layers import default_layer
     from ..synthesis.recipes import gram_matrix
 
-    output_path(output, "x.png")
-    m = spec.load()
-    layer = layer or default_layer(m, "gram")
-    path = output_path(output, f"{stem(image)}-gram-{layer}.png")
+    m, layer, path = model_and_layer(spec, layer, "gram", output, lambda n: f"{stem(image)}-gram-{n}.png")
     x = m.prepare(image)
     g = gram_matrix(m, x, layer, top)
     render.save_figure(

@@ -11,13 +11,13 @@ from typing import Any
 
 from torch import nn
 
-from ..errors import ArgumentError, LayerError
+from ..attribution import has_guided_rule
+from ..errors import ArgumentError
 from ..fields import ReceptiveField
 from ..io import model_fingerprint
-from ..layers import LayerInfo, last_spatial_layer, layer_table, spread_layers
+from ..layers import LayerInfo, last_spatial_layer, layer_layouts, layer_table, map_layout, spread_layers
 from ..loading import load_model
 from ..models import Model, as_model
-from ..probe import resolve_layer
 from ..progress import Progress
 from .context import DEFAULT_IMAGES, QUICK_IMAGES, Extension, ReportContext, expand_images, load_images
 from .core import Page, Settings
@@ -72,10 +72,11 @@ def _table(site: Site, model: Model) -> list[LayerInfo]:
         ]
 
     rows = site.cached_json("model/layers", {"input": model.preprocessing.input_size}, compute)
+    layouts = layer_layouts(model)  # one dry run: not worth caching
     out = []
     for name, kind, shape, rf in rows:
         field = None if rf is None else ReceptiveField(tuple(rf[0]), tuple(rf[1]), tuple(rf[2]), bool(rf[3]))
-        out.append(LayerInfo(name, kind, tuple(shape) if shape else None, field))
+        out.append(LayerInfo(name, kind, tuple(shape) if shape else None, field, layouts.get(name)))
     return out
 
 
@@ -84,16 +85,11 @@ def _one(builder: Callable[..., Page], *args: Any) -> Callable[[], list[Page]]:
     return lambda: [builder(*args)]
 
 
-def _check_layers(net: nn.Module, table: list[LayerInfo], layers: Sequence[str]) -> list[str]:
-    shapes = {i.name: i.shape for i in table}
+def _check_layers(model: Model, table: list[LayerInfo], layers: Sequence[str]) -> list[str]:
+    maps = {i.name for i in table if i.is_map}
     for layer in layers:
-        resolve_layer(net, layer)  # a wrong name fails with the closest valid names
-        shape = shapes.get(layer)
-        if not shape or len(shape) != 3:
-            raise LayerError(
-                f"layer {layer!r} has output shape {shape}, not a spatial (C, H, W) map; "
-                "pick convolutional layers (see `visionlens layers`)"
-            )
+        if layer not in maps:
+            map_layout(model, layer)  # a one-line error: no such layer (closest names), or no map
     return list(dict.fromkeys(layers))
 
 
@@ -154,11 +150,12 @@ def build_report(
         raise ArgumentError(f"{root}: exists and is not a folder; give a folder for the report")
     site = Site(root, model_fingerprint(model.net, model.name))
     shapes = layer_table(model, fields=False)  # one dry run: enough to check and choose layers
-    chosen = _check_layers(model.net, shapes, layers) if layers else spread_layers(model.net, shapes, 2 if quick else 3)
+    chosen = _check_layers(model, shapes, layers) if layers else spread_layers(model.net, shapes, 2 if quick else 3)
     table = _table(site, model)  # with receptive fields (seconds), cached
     good, skipped = load_images(model, sources)
     ctx = ReportContext(model, site, settings, good, skipped, chosen, table, quick, dataset, tuple(extensions))
     ctx.cam_layer = last_spatial_layer(model, model.preprocessing.input_size)
+    ctx.guided = has_guided_rule(model)
 
     jobs: list[tuple[str, Callable[[], Sequence[Page]]]] = []
     jobs += [(f"image {im.name}", _one(image_page, ctx, im)) for im in good]

@@ -84,6 +84,7 @@ class ReportContext:
         dataset: the dataset name given to `build_report` (`--dataset`), for extensions.
         extensions: the report's extensions.
         cam_layer: Grad-CAM's layer: the last spatial one.
+        guided: whether guided backprop has a ReLU to act on (not on GELU networks).
         unit_figures: (layer, unit) -> its feature visualization, filled by the layer pages.
 
     Example:
@@ -106,6 +107,7 @@ class ReportContext:
     dataset: str | None = None
     extensions: Sequence[Extension] = ()
     cam_layer: str = ""
+    guided: bool = True
     unit_figures: dict[tuple[str, int], Figure] = field(default_factory=dict)
 
     @property
@@ -114,10 +116,11 @@ class ReportContext:
         return self.site.model_key
 
     def shape(self, layer: str) -> tuple[int, ...]:
-        """Output shape of `layer` without the batch dimension, from the layer table."""
+        """Output shape of `layer` without the batch dimension, from the layer table; (C, H, W)
+        for maps of every layout (channels-last maps and token grids too)."""
         for info in self.layer_table:
-            if info.name == layer and info.shape is not None:
-                return info.shape
+            if info.name == layer and info.map_shape is not None:
+                return info.map_shape
         return ()
 
     @staticmethod

@@ -52,7 +52,7 @@ def _activation_figure(ctx: ReportContext, im: ReportImage, layer: str) -> Figur
     return ctx.site.figure(
         f"images/{im.slug}/act-{slugify(layer)}",
         {"method": "activations", "layer": layer, "channels shown": f"{shown} most active of {c}"},
-        lambda: activations(ctx.model, im.x, layer)[0],
+        lambda: activations(ctx.model, im.x, layer, as_map=True)[0],
         draw,
         title=f"{layer}: activations",
         caption=f"Feature maps ({h}x{w}) of the {shown} channels of {layer} with the largest mean activation on "
@@ -126,6 +126,8 @@ def _attribution_figures(ctx: ReportContext, im: ReportImage, target: int, cam_l
             f"place (stride {s.occlusion_stride}), averaged per pixel; red areas matter. Raw array: the drop, (H, W).",
         ),
     ]
+    if not ctx.guided:  # GELU / SiLU networks: the rule has nothing to act on
+        kinds = [k for k in kinds if k[0] != "guided"]
     figures = []
     for key, title, params, compute, draw, caption in kinds:
         figures.append(
