@@ -41,7 +41,7 @@ def test_heldout_canvases_hold_heldout_digits() -> None:
     assert len(held) == len(test) == 450 and np.array_equal(held.indices, test)
     assert not set(held.indices) & set(train)
     assert held.tensor().shape == (450, 3, 32, 32)
-    assert LATTICE == vl.load_model("digits_vit").net.patch_embed.patch_size[0]
+    assert vl.load_model("digits_vit").net.patch_embed.patch_size[0] == LATTICE
     with pytest.raises(ValueError, match="multiple of 8"):
         make_canvases([0], digit_size=12)
 

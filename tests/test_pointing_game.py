@@ -1,7 +1,10 @@
 """The pointing game (Zhang et al. 2016) on held-out digit canvases: a model trained on digits
 at random places must be right for the right reason, so the maximum of Grad-CAM, attention
-rollout and occlusion falls inside the digit's box. Measured on the bundled `digits_vit` (timm
-ViT) and `digits_canvas_cnn`; the figures are printed (`pytest -s`) for the README:
+rollout and occlusion falls inside the digit's box (the tight box of its ink, grown by 2 px:
+Zhang et al.'s 15-px tolerance at 224 px, scaled to the 32-px canvas; a ViT's maps have 4-px
+patches, so their maxima sit at patch centres). Measured on the bundled `digits_vit` (timm ViT)
+and `digits_canvas_cnn`, explaining the true class; the figures, also without the tolerance,
+are printed (`pytest -s`) for the README:
 
     OMP_NUM_THREADS=1 .venv/bin/python -m pytest -s tests/test_pointing_game.py
 """
@@ -18,6 +21,7 @@ from visionlens.canvas import CANVAS_PREPROCESSING, Canvases, heldout_canvases, 
 
 N = 200  # held-out canvases scored (of 450); every method sees the same ones
 THRESHOLD = 0.9
+TOLERANCE = 2
 # the blank canvas in model-input units: occlusion erases a window to blank, not to grey
 BLANK = float(CANVAS_PREPROCESSING.normalize(torch.zeros(3, 1, 1))[0])
 
@@ -27,10 +31,22 @@ def canvases() -> Canvases:
     return heldout_canvases().subset(slice(0, N))
 
 
+def _box_area(c: Canvases, grow: int) -> float:
+    """The mean fraction of the canvas inside the (grown) boxes: a random point's hit rate."""
+    b = c.boxes.astype(np.int64)
+    h = np.minimum(b[:, 1] + grow, 32) - np.maximum(b[:, 0] - grow, 0)
+    w = np.minimum(b[:, 3] + grow, 32) - np.maximum(b[:, 2] - grow, 0)
+    return float((h * w).mean()) / 32**2
+
+
 def _score(name: str, maps: torch.Tensor, c: Canvases) -> float:
-    hits = pointing_game(maps, c.boxes)
-    box_area = float(((c.boxes[:, 1] - c.boxes[:, 0]) * (c.boxes[:, 3] - c.boxes[:, 2])).mean()) / maps[0].numel()
-    print(f"pointing game {name}: {hits.mean():.1%} of {len(hits)} held-out canvases (a random point: {box_area:.1%})")
+    hits = pointing_game(maps, c.boxes, tolerance=TOLERANCE)
+    exact = pointing_game(maps, c.boxes)
+    print(
+        f"pointing game {name}: {hits.mean():.1%} of {len(hits)} held-out canvases "
+        f"(random point {_box_area(c, TOLERANCE):.1%}); without tolerance {exact.mean():.1%} "
+        f"(random {_box_area(c, 0):.1%})"
+    )
     return float(hits.mean())
 
 
@@ -40,8 +56,9 @@ def _methods(model: vl.Model, c: Canvases, transformer: bool) -> dict[str, torch
     maps = {f"Grad-CAM ({layer})": gradcam(model, x, target, layer=layer)}
     if transformer:
         maps["attention rollout"] = attention_rollout(model, x)
-    maps["occlusion (window 8, stride 4)"] = occlusion(
-        model, x, target, window=8, stride=4, baseline=BLANK, batch_size=64
+    # one 4-px window is one ViT patch, a quarter of a digit; the score is the probability
+    maps["occlusion (window 4, stride 4)"] = occlusion(
+        model, x, target, window=4, stride=4, baseline=BLANK, batch_size=64
     )
     return maps
 
@@ -52,7 +69,10 @@ def test_pointing_game(spec: str, canvases: Canvases) -> None:
     model = vl.load_model(spec)
     if spec == "digits_vit":
         assert vl.last_spatial_layer(model) == "blocks.3.norm1"
-    scores = {name: _score(f"{spec} {name}", m, canvases) for name, m in _methods(model, canvases, spec == "digits_vit").items()}
+    scores = {
+        name: _score(f"{spec} {name}", m, canvases)
+        for name, m in _methods(model, canvases, spec == "digits_vit").items()
+    }
     assert all(s >= THRESHOLD for s in scores.values()), scores
 
 

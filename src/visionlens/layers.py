@@ -314,7 +314,8 @@ def default_layer(model: Model | nn.Module, purpose: str) -> str:
     if model.default_layers.get(purpose):
         return model.default_layers[purpose][0]
     k, i = _PURPOSES[purpose]
-    return spread_layers(model.net, layer_table(model, fields=False), k)[i]
+    spread = spread_layers(model.net, layer_table(model, fields=False), k)  # fewer than k on a small net
+    return spread[min(i, len(spread) - 1)]
 
 
 def style_layers(model: Model | nn.Module) -> list[str]:
