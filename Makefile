@@ -3,7 +3,9 @@
 # `make gallery` writes one picture per technique into docs/gallery.
 # `make test` runs ruff, mypy and the whole suite (as CI does); `make test-fast` leaves out the tests
 # marked slow (over about 5 s each on 2 CPU cores, the browser tests among them) and so needs
-# no chromium.
+# no chromium. Both run torch on one thread unless OMP_NUM_THREADS says otherwise: the suite's
+# small tensors gain nothing from a second thread, and beside any other busy process (a browser,
+# image-reading workers) two threads on two cores made it several times slower.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -48,6 +50,7 @@ define PICTURES
 	$(VL) embed digits --model digits_cnn --method tsne --mosaic --tiles 400 -o $(1)/embed-digits-tsne.png
 	$(VL) neighbors samples -k 4 -o $(1)/neighbors-samples.png
 	$(VL) top-patches samples --layer blocks.3 --units 0-7 -k 6 -o $(1)/top-patches-samples.png
+	$(PY) scripts/gallery_digits_vit.py
 endef
 
 # The report of the bundled model on a few bundled images (--quick: under 2 minutes on 2 CPU
@@ -68,12 +71,12 @@ chromium:
 test: $(STAMP) chromium
 	$(PY) -m ruff check src tests benchmarks scripts
 	$(PY) -m mypy
-	$(PY) -m pytest
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest
 
 test-fast: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks scripts
 	$(PY) -m mypy
-	$(PY) -m pytest -m "not slow"
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -m "not slow"
 
 bench: $(STAMP)
 	$(PY) -m pip install -q -e ".[bench]"

@@ -37,6 +37,12 @@ def _boxed(image: np.ndarray, box: np.ndarray) -> np.ndarray:
     return out
 
 
+def _panel(image: np.ndarray, title: str) -> Panel:
+    # a white strip on top: save_figure leaves little room between rows for the next row's titles
+    strip = np.ones((SIZE // 8, SIZE, 3))
+    return Panel(np.concatenate([strip, image]), title)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-o", "--out", type=Path, default=OUT)
@@ -59,14 +65,14 @@ def main() -> None:
         gray = np.kron(c.images[i] / 255.0, np.ones((SIZE // 32, SIZE // 32)))
         rgb = np.repeat(gray[..., None], 3, -1)
         title = f"digit {c.labels[i]}, predicted {int(pred[i])}"
-        panels.append(Panel(_boxed(rgb, c.boxes[i]), title))
-        panels += [Panel(_boxed(overlay(rgb, m[i]), c.boxes[i]), name) for name, m in maps.items()]
+        panels.append(_panel(_boxed(rgb, c.boxes[i]), title))
+        panels += [_panel(_boxed(overlay(rgb, m[i]), c.boxes[i]), name) for name, m in maps.items()]
         head_maps = _big(heads[i])
-        panels += [Panel(overlay(rgb, h), f"head {k}") for k, h in enumerate(head_maps)]
+        panels += [_panel(overlay(rgb, h), f"head {k}") for k, h in enumerate(head_maps)]
     cols = 4 + heads.shape[1]
     heading = (
-        "digits_vit (timm ViT, 4-px patches) on held-out canvases: Grad-CAM (blocks.3.norm1), attention rollout,\n"
-        "occlusion (4-px window, one patch), and the class token's attention in each head of the last block"
+        "digits_vit on held-out canvases: Grad-CAM (blocks.3.norm1), attention rollout, occlusion "
+        "(4-px window = one patch), the class token's attention per head of the last block"
     )
     save_figure(args.out, panels, title=heading, cols=cols, panel_size=2.4)
     print(f"wrote {args.out}")

@@ -18,6 +18,7 @@ from .archs import MATRIX
 pytestmark = pytest.mark.slow
 
 GELU_NETS = {"convnext_tiny", "vit_small", "deit_tiny", "swin_tiny"}  # no ReLU for guided backprop
+VITS = {"vit_small", "deit_tiny"}  # global self-attention: rollout applies
 
 COMMANDS: dict[str, list[str]] = {
     "activations": ["activations", "chelsea"],
@@ -25,6 +26,7 @@ COMMANDS: dict[str, list[str]] = {
     "gradient": ["saliency", "chelsea"],
     "gradcam": ["saliency", "chelsea", "--method", "gradcam"],
     "guided": ["saliency", "chelsea", "--method", "guided"],
+    "rollout": ["saliency", "chelsea", "--method", "rollout"],
     "occlusion": ["occlusion", "chelsea"],
     "visualize": ["visualize", "--class", "3", "--steps", "2", "--size", "64"],
     "dream": ["dream", "chelsea", "--steps", "1", "--octaves", "2", "--size", "96"],
@@ -73,6 +75,10 @@ def test_command_at_its_defaults(
     code, _, err = run(capsys, *args)
     if command == "guided" and arch in GELU_NETS:
         assert code == 2 and "no ReLU-family activation" in err and "Traceback" not in err
+        assert not png.exists()
+        return
+    if command == "rollout" and arch not in VITS:
+        assert code == 2 and "attention" in err and len(err.strip().splitlines()) == 1, err
         assert not png.exists()
         return
     assert code == 0, err

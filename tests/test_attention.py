@@ -27,7 +27,7 @@ def _vit(**kwargs: object) -> nn.Module:
             if "norm" in name and name.endswith("weight"):
                 p.uniform_(0.5, 2.0)
             elif name.endswith("qkv.weight"):
-                p.normal_(0, 0.15)
+                p.normal_(0, 0.06)
     return net.eval()
 
 

@@ -9,6 +9,7 @@ importing the package does not import torch.
   `receptive_fields`, `Probe`
 - looking: `activations`, `filters`, `classify`
 - attribution: `saliency`, `smoothgrad`, `guided_backprop`, `gradcam`, `guided_gradcam`,
+  `attention_rollout`, `attention_maps`,
   `occlusion`, `occlusion_windows`
 - synthesis: `visualize`, `dream`, `invert`, `gram_matrix`, `texture`, `style_transfer`,
   `synthesize`, `objectives`, `Result`
@@ -61,6 +62,8 @@ _NAMES: dict[str, str] = {
     "guided_gradcam": ".attribution",
     "occlusion": ".attribution",
     "occlusion_windows": ".attribution",
+    "attention_rollout": ".attribution",
+    "attention_maps": ".attribution",
     # synthesis
     "visualize": ".synthesis.recipes",
     "dream": ".synthesis.recipes",
@@ -97,6 +100,8 @@ __all__ = [
     "activations",
     "as_model",
     "build_report",
+    "attention_maps",
+    "attention_rollout",
     "classify",
     "dream",
     "embed",
@@ -156,6 +161,8 @@ if TYPE_CHECKING:
     from . import report as report
     from . import synthesis as synthesis
     from .attribution import (
+        attention_maps,
+        attention_rollout,
         gradcam,
         guided_backprop,
         guided_gradcam,

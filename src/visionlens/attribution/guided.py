@@ -38,9 +38,20 @@ def guided_backprop(
 
 
 def has_guided_rule(model: Model | torch.nn.Module) -> bool:
-    """True when the network has a ReLU-family activation (ReLU, ReLU6, hardtanh; module or
-    functional) for guided backprop's rule to act on, found by one forward pass of a zero
-    image; GELU and SiLU networks (ConvNeXt, ViT, Swin) have none."""
+    """Whether guided backprop has anything to act on: a ReLU-family activation (ReLU, ReLU6,
+    hardtanh; module or functional) that one forward pass of a zero image runs through.
+    GELU and SiLU networks (ConvNeXt, ViT, Swin) have none, and `guided_backprop` refuses them.
+
+    Args:
+        model: a `Model` or any `nn.Module`.
+
+    Returns:
+        True when at least one activation would take the guided rule.
+
+    Example:
+        >>> vl.attribution.has_guided_rule(vl.load_model())
+        True
+    """
     model = as_model(model)
     size = model.preprocessing.input_size
     x = torch.zeros(1, 3, size, size, device=model.device, requires_grad=True)

@@ -26,6 +26,7 @@ class SaliencyMethod(str, Enum):
     guided = "guided"
     gradcam = "gradcam"
     guided_gradcam = "guided-gradcam"
+    rollout = "rollout"
 
 
 class Baseline(str, Enum):
@@ -52,7 +53,8 @@ def saliency(
     output: Output = None,
     save_array: SaveArray = False,
 ) -> None:
-    """Where the network looks: gradient, SmoothGrad, guided backprop, Grad-CAM, guided Grad-CAM."""
+    """Where the network looks: gradient, SmoothGrad, guided backprop, Grad-CAM, guided Grad-CAM,
+    attention rollout (vision transformers)."""
     from .. import attribution as A
     from .. import render
     from ..layers import last_spatial_layer
@@ -82,6 +84,9 @@ def saliency(
     elif method is SaliencyMethod.gradcam:
         res = A.gradcam(m, x, tgt, layer=layer, softmax=softmax)
         pic = [render.Panel(render.overlay(img, res[0], "jet", 0.6), f"Grad-CAM at {layer}")]
+    elif method is SaliencyMethod.rollout:  # class-independent: how patches flow into the class token
+        res = A.attention_rollout(m, x)
+        pic = [render.Panel(render.overlay(img, res[0], "jet", 0.6), "attention rollout")]
     else:
         res = A.guided_gradcam(m, x, tgt, layer=layer, softmax=softmax)
         pic = [render.Panel(render.signed_rgb(res[0]), "guided Grad-CAM")]

@@ -47,7 +47,7 @@ class ModelSpec:
         typer.Option(
             "--model",
             "-m",
-            help="efficientnet_lite0 or digits_cnn (bundled), torchvision:NAME, timm:NAME, "
+            help="efficientnet_lite0, digits_cnn, digits_vit or digits_canvas_cnn (bundled), torchvision:NAME, timm:NAME, "
             "FILE.pt / .ts (TorchScript) / .pt2 (torch.export), or pkg.module:function",
         ),
     ] = "efficientnet_lite0"
