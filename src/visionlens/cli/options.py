@@ -47,8 +47,8 @@ class ModelSpec:
         typer.Option(
             "--model",
             "-m",
-            help="efficientnet_lite0, digits_cnn, digits_vit or digits_canvas_cnn (bundled), torchvision:NAME, timm:NAME, "
-            "FILE.pt / .ts (TorchScript) / .pt2 (torch.export), or pkg.module:function",
+            help="efficientnet_lite0, digits_cnn, digits_vit or digits_canvas_cnn (bundled), torchvision:NAME, "
+            "timm:NAME, FILE.pt / .ts (TorchScript) / .pt2 (torch.export), or pkg.module:function",
         ),
     ] = "efficientnet_lite0"
     weights: Annotated[Path | None, typer.Option("--weights", help="local state_dict for the model")] = None
