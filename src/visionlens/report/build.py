@@ -148,11 +148,11 @@ def build_report(
     root = Path(out_dir)
     if root.exists() and not root.is_dir():
         raise ArgumentError(f"{root}: exists and is not a folder; give a folder for the report")
+    good, skipped = load_images(model, sources)  # unreadable images fail before any slow work
     site = Site(root, model_fingerprint(model.net, model.name))
     shapes = layer_table(model, fields=False)  # one dry run: enough to check and choose layers
     chosen = _check_layers(model, shapes, layers) if layers else spread_layers(model.net, shapes, 2 if quick else 3)
     table = _table(site, model)  # with receptive fields (seconds), cached
-    good, skipped = load_images(model, sources)
     ctx = ReportContext(model, site, settings, good, skipped, chosen, table, quick, dataset, tuple(extensions))
     ctx.cam_layer = last_spatial_layer(model, model.preprocessing.input_size)
     ctx.guided = has_guided_rule(model)
