@@ -238,3 +238,33 @@ def test_html_in_a_file_name_is_shown_not_run(w: Watched, site: Path) -> None:
     w.page.wait_for_load_state("load")
     assert w.page.locator("h1").inner_text() == EVIL
     assert not w.dialogs and not w.problems
+
+
+@pytest.mark.parametrize("arch", ["vit_small", "swin_tiny", "convnext_tiny", "resnet50"])
+def test_report_on_other_architectures(arch: str, browser, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The report at its default layers on a transformer, a channels-last Swin, a GELU CNN and a
+    ResNet (random weights, 64 px): every page loads without errors, every image is drawn, and
+    every figure is a real picture."""
+    from dataclasses import replace
+
+    from visionlens.report.dataset_page import extension
+
+    from .archs import MATRIX
+
+    settings = replace(TINY, occlusion_window=32, occlusion_stride=32)
+    out = tmp_path / "site"
+    build_report(MATRIX[arch](), ["chelsea", "coffee"], None, out, settings=settings, extensions=[extension("samples")])
+    figures = [p for p in (out / "figures").rglob("*.png") if "thumbs" not in p.parts]
+    blank = [str(p.relative_to(out)) for p in figures if np.asarray(Image.open(p).convert("L"), np.float32).std() < 2]
+    assert len(figures) > 30 and not blank, (len(figures), blank)
+    with Watched(browser, out.as_uri() + "/") as w:
+        wrong = {}
+        for name in _pages(out):
+            w.open(name)
+            broken = w.page.evaluate(
+                "() => Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src)"
+            )
+            if broken or w.page.locator("h1").count() != 1:
+                wrong[name] = broken
+        assert not wrong and not w.problems and not w.dialogs, (wrong, w.problems)
+        assert {"dataset.html", "units.html", "synthesis.html"} < set(_pages(out))
