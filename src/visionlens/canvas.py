@@ -18,13 +18,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache
-from importlib import resources
 
 import numpy as np
 import torch
 from torch import nn
 
-from .digits import DIGIT_LABELS, digits_arrays, digits_cnn_net, digits_split
+from .digits import DIGIT_LABELS, digits_arrays, digits_cnn_net, digits_split, load_bundled_weights
 from .models import Model, Preprocessing
 
 CANVAS_SIZE = 32
@@ -267,7 +266,5 @@ def load_digits_canvas_cnn(weights: bool = True) -> Model:
     """
     net = digits_cnn_net()
     if weights:
-        ref = resources.files("visionlens") / "data" / "digits_canvas_cnn.pt"
-        with resources.as_file(ref) as path:
-            net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        load_bundled_weights(net, "digits_canvas_cnn.pt")
     return Model(net.eval(), CANVAS_PREPROCESSING, list(DIGIT_LABELS), "digits_canvas_cnn")

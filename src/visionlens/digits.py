@@ -47,14 +47,20 @@ def digits_cnn_net() -> nn.Module:
     return nn.Sequential(OrderedDict([("features", features), ("head", head)]))
 
 
+def load_bundled_weights(net: nn.Module, filename: str) -> nn.Module:
+    """Load the state dict `filename` shipped in visionlens/data into `net` (weights only)."""
+    ref = resources.files("visionlens") / "data" / filename
+    with resources.as_file(ref) as path:
+        net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return net
+
+
 def load_digits_cnn(weights: bool = True) -> Model:
     """The bundled digits CNN as a `Model` (8-px input, labels "0".."9"); `weights=False`
     leaves it untrained (for training it)."""
     net = digits_cnn_net()
     if weights:
-        ref = resources.files("visionlens") / "data" / "digits_cnn.pt"
-        with resources.as_file(ref) as path:
-            net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        load_bundled_weights(net, "digits_cnn.pt")
     return Model(net.eval(), DIGITS_PREPROCESSING, list(DIGIT_LABELS), "digits_cnn")
 
 

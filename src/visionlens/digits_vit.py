@@ -12,13 +12,10 @@ held-out canvases hold held-out digits.
 
 from __future__ import annotations
 
-from importlib import resources
-
-import torch
 from torch import nn
 
 from .canvas import CANVAS_PREPROCESSING, CANVAS_SIZE
-from .digits import DIGIT_LABELS
+from .digits import DIGIT_LABELS, load_bundled_weights
 from .models import Model
 
 
@@ -68,7 +65,5 @@ def load_digits_vit(weights: bool = True) -> Model:
     """
     net = digits_vit_net()
     if weights:
-        ref = resources.files("visionlens") / "data" / "digits_vit.pt"
-        with resources.as_file(ref) as path:
-            net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        load_bundled_weights(net, "digits_vit.pt")
     return Model(net.eval(), CANVAS_PREPROCESSING, list(DIGIT_LABELS), "digits_vit")
