@@ -126,3 +126,11 @@ def test_functional_inplace_activation_does_not_overwrite_a_capture() -> None:
             acts = probe["features.norm5"]
     assert float(acts.min()) < 0
     torch.testing.assert_close(acts, reference)
+
+
+def test_token_receptive_fields() -> None:
+    # a token sees its own patch until the first attention has mixed them, then every patch
+    rows = {i.name: i for i in vl.layer_table(vl.load_model("digits_vit"))}
+    assert rows["patch_embed"].field is not None and rows["patch_embed"].field.size == (4, 4)
+    assert rows["blocks.0.attn.qkv"].field is not None  # computed per token, before the mixing
+    assert rows["blocks.0.attn"].field is None and rows["blocks.3.norm1"].field is None

@@ -185,3 +185,15 @@ def to_maps(
         lay = layouts.get(name)
         out[name] = lay.to_nchw(t, input_hw) if lay is not None and lay.is_map else t
     return out
+
+
+def is_attention(m: nn.Module) -> bool:
+    """A self-attention module: timm's `Attention` (a `qkv` Linear, `num_heads`, `scale`) or
+    `nn.MultiheadAttention`. After the first one runs, every token sees every patch."""
+    if isinstance(m, nn.MultiheadAttention):
+        return True
+    return (
+        isinstance(getattr(m, "qkv", None), nn.Linear)
+        and isinstance(getattr(m, "num_heads", None), int)
+        and hasattr(m, "scale")
+    )

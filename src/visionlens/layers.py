@@ -16,7 +16,7 @@ from torch import nn
 
 from .errors import ArgumentError, LayerError
 from .fields import ReceptiveField, receptive_fields
-from .layermaps import MapLayout, trace_layouts
+from .layermaps import MapLayout, is_attention, trace_layouts
 from .models import Model, as_model
 from .probe import Probe, resolve_layer
 from .tracing import Trace, trace
@@ -123,6 +123,14 @@ def layer_table(model: Model | nn.Module, fields: bool = True) -> list[LayerInfo
     modules = dict(model.net.named_modules())
     spatial = [n for n in tr.order if layouts[n].kind == "channels_first"]
     rfs = receptive_fields(model.net, size, spatial) if fields else {}
+    if fields:  # a token sees its own patch until the first attention runs, then every patch
+        attends = [tr.end[n] for n in tr.order if is_attention(modules[n])]  # the first mixed output
+        first = min(attends, default=len(tr.order) * 2 + 2)
+        for n in tr.order:
+            lay = layouts[n]
+            if lay.kind == "tokens" and lay.stride and tr.end[n] < first:
+                s = round(lay.stride)
+                rfs[n] = ReceptiveField((s, s), (s, s), (0, 0))
     ordered = sorted(tr.order, key=lambda n: tr.start[n]) + [n for n in modules if n and n not in tr.order]
     return [LayerInfo(n, type(modules[n]).__name__, tr.shapes.get(n), rfs.get(n), layouts.get(n)) for n in ordered]
 

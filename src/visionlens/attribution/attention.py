@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ArgumentError, LayerError, did_you_mean
-from ..layermaps import MAX_PREFIX, MapLayout, declared_prefix
+from ..layermaps import MAX_PREFIX, MapLayout, declared_prefix, is_attention
 from ..models import Model, as_model
 from ..probe import Probe
 from ._common import Target
@@ -35,11 +35,7 @@ _UNSUPPORTED = ("relative_position_bias_table", "relative_position_index", "rel_
 
 
 def _is_timm_attention(m: nn.Module) -> bool:
-    return (
-        isinstance(getattr(m, "qkv", None), nn.Linear)
-        and isinstance(getattr(m, "num_heads", None), int)
-        and hasattr(m, "scale")
-    )
+    return is_attention(m) and not isinstance(m, nn.MultiheadAttention)
 
 
 def attention_layers(model: Model | nn.Module) -> list[str]:

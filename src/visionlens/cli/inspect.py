@@ -31,8 +31,13 @@ def layers(
     for info in layer_table(m, fields=fields):
         shape = "x".join(map(str, info.shape)) if info.shape else "-"
         kind = info.layout.describe() if info.layout is not None else "-"
-        rf = info.field
-        field, stride = ("-", "-") if rf is None else (rf.size_text(), str(rf.stride[0]))
+        rf, lay = info.field, info.layout
+        if rf is not None:
+            field, stride = rf.size_text(), str(rf.stride[0])
+        elif lay is not None and lay.kind == "tokens" and lay.stride:  # after attention: every patch
+            field, stride = "global", str(round(lay.stride))
+        else:
+            field, stride = "-", "-"
         table.add_row(info.name, info.type, shape, kind, field, stride)
     out.print(table)
 
