@@ -21,57 +21,54 @@ SIZE = 64
 _PRE = Preprocessing(input_size=SIZE, resize=72)
 
 
-def _model(net: nn.Module, name: str) -> Model:
-    torch.manual_seed(0)
-    for m in net.modules():  # random but fixed weights; BN statistics that are not the identity
+def _model(make: Callable[[], nn.Module], name: str) -> Model:
+    torch.manual_seed(0)  # random but fixed weights
+    net = make()
+    for m in net.modules():  # BN statistics that are not the identity
         if isinstance(m, nn.BatchNorm2d):
             m.running_mean.uniform_(-0.1, 0.1)
             m.running_var.uniform_(0.8, 1.2)
     return Model(net.eval(), _PRE, [f"class {i}" for i in range(10)], name)
 
 
-@cache  # built once per process: the commands of a test session share it
+# each built once per process: the commands of a test session share it
+@cache
 def resnet50() -> Model:
-    torch.manual_seed(0)
-    return _model(torchvision.models.resnet50(num_classes=10), "resnet50")
+    return _model(lambda: torchvision.models.resnet50(num_classes=10), "resnet50")
 
 
-@cache  # built once per process: the commands of a test session share it
+@cache
 def vgg16() -> Model:
-    torch.manual_seed(0)
-    return _model(torchvision.models.vgg16(num_classes=10), "vgg16")
+    return _model(lambda: torchvision.models.vgg16(num_classes=10), "vgg16")
 
 
-@cache  # built once per process: the commands of a test session share it
+@cache
 def densenet121() -> Model:
-    torch.manual_seed(0)
-    return _model(torchvision.models.densenet121(num_classes=10), "densenet121")
+    return _model(lambda: torchvision.models.densenet121(num_classes=10), "densenet121")
 
 
-@cache  # built once per process: the commands of a test session share it
+@cache
 def convnext_tiny() -> Model:
-    torch.manual_seed(0)
-    return _model(timm.create_model("convnext_tiny", num_classes=10), "convnext_tiny")
+    return _model(lambda: timm.create_model("convnext_tiny", num_classes=10), "convnext_tiny")
 
 
-@cache  # built once per process: the commands of a test session share it
+@cache
 def vit_small() -> Model:
-    torch.manual_seed(0)
-    return _model(timm.create_model("vit_small_patch16_224", num_classes=10, img_size=SIZE), "vit_small")
+    return _model(lambda: timm.create_model("vit_small_patch16_224", num_classes=10, img_size=SIZE), "vit_small")
 
 
-@cache  # built once per process: the commands of a test session share it
+@cache
 def deit_tiny() -> Model:
-    torch.manual_seed(0)
-    net = timm.create_model("deit_tiny_distilled_patch16_224", num_classes=10, img_size=SIZE)
-    return _model(net, "deit_tiny_distilled")
+    make = lambda: timm.create_model("deit_tiny_distilled_patch16_224", num_classes=10, img_size=SIZE)  # noqa: E731
+    return _model(make, "deit_tiny_distilled")
 
 
-@cache  # built once per process: the commands of a test session share it
+@cache
 def swin_tiny() -> Model:
-    torch.manual_seed(0)
-    net = timm.create_model("swin_tiny_patch4_window7_224", num_classes=10, img_size=SIZE, window_size=2)
-    return _model(net, "swin_tiny")
+    make = lambda: timm.create_model(  # noqa: E731
+        "swin_tiny_patch4_window7_224", num_classes=10, img_size=SIZE, window_size=2
+    )
+    return _model(make, "swin_tiny")
 
 
 MATRIX: dict[str, Callable[[], Model]] = {

@@ -119,7 +119,7 @@ def layer_table(model: Model | nn.Module, fields: bool = True) -> list[LayerInfo
     model = as_model(model)
     size = model.preprocessing.input_size
     tr = dry_run(model, size)
-    layouts = {**trace_layouts(tr, size, model.net), **model.layouts}
+    layouts = layer_layouts(model, size, tr)
     modules = dict(model.net.named_modules())
     spatial = [n for n in tr.order if layouts[n].kind == "channels_first"]
     rfs = receptive_fields(model.net, size, spatial) if fields else {}
@@ -143,13 +143,16 @@ def first_conv(net: nn.Module) -> str:
     raise LayerError("the model has no Conv2d layer")
 
 
-def layer_layouts(model: Model | nn.Module, input_size: int | None = None) -> dict[str, MapLayout]:
+def layer_layouts(
+    model: Model | nn.Module, input_size: int | None = None, trace: Trace | None = None
+) -> dict[str, MapLayout]:
     """How every layer's output is laid out (channels-first or channels-last map, tokens on a
     patch grid, vector, other), from one dry run; `Model.layouts` overrides win.
 
     Args:
         model: a `Model` or any `nn.Module`.
         input_size: the side of the dry run's zero image, px; default: the model's.
+        trace: a dry run of that size already made (`dry_run`), to reuse instead of a new one.
 
     Returns:
         Layer name -> `MapLayout`, for every module that ran.
@@ -160,7 +163,8 @@ def layer_layouts(model: Model | nn.Module, input_size: int | None = None) -> di
     """
     model = as_model(model)
     size = input_size or model.preprocessing.input_size
-    return {**trace_layouts(dry_run(model, size), size, model.net), **model.layouts}
+    tr = trace if trace is not None else dry_run(model, size)
+    return {**trace_layouts(tr, size, model.net), **model.layouts}
 
 
 def map_layout(model: Model | nn.Module, layer: str, input_size: int | None = None) -> MapLayout:
@@ -208,7 +212,7 @@ def last_spatial_layer(model: Model | nn.Module, input_size: int | None = None) 
     model = as_model(model)
     size = input_size or model.preprocessing.input_size
     tr = dry_run(model, size)
-    layouts = {**trace_layouts(tr, size, model.net), **model.layouts}
+    layouts = layer_layouts(model, size, tr)
     spatial = [n for n in tr.order if n in layouts and layouts[n].is_map and min(layouts[n].grid or (0,)) > 1]
     if not spatial:
         raise LayerError("the model has no layer with a spatial output (a C x H x W map or a grid of tokens)")

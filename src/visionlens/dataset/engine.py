@@ -34,11 +34,11 @@ from torch.utils.data import Dataset as TorchDataset
 
 from ..errors import ArgumentError, ImageError, VisionlensError
 from ..io import atomic_file, fingerprint, model_fingerprint
-from ..layermaps import MapLayout, trace_layouts
+from ..layermaps import MapLayout
+from ..layers import dry_run, layer_layouts
 from ..models import Model, as_model
 from ..probe import Probe, resolve_layer
 from ..progress import Progress
-from ..tracing import trace
 from .sources import Collection, open_dataset
 
 FORMAT = 2  # 2: token grids and channels-last maps are stored as (C, H, W) maps
@@ -424,11 +424,11 @@ class _Job:
 
     def __post_init__(self) -> None:
         size = self.model.preprocessing.input_size
-        tr = trace(self.model.net, torch.zeros(1, 3, size, size, device=self.model.device))
+        tr = dry_run(self.model, size)
         missing = [n for n in self.layers if n not in tr.shapes]
         if missing:
             raise ArgumentError(f"layer {missing[0]!r} does not run in the model's forward pass")
-        layouts = {**trace_layouts(tr, size, self.model.net), **self.model.layouts}
+        layouts = layer_layouts(self.model, size, tr)
         self.layouts = {n: layouts[n] for n in self.layers}
         # every map is stored as (C, H, W): channels-last maps and token grids alike
         self.shapes = {

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..errors import ArgumentError
-from ..layermaps import to_maps
+from ..layermaps import MapLayout, to_maps
 from ..layers import dry_run, fit_input, layer_layouts
 from ..models import Model, as_model
 from ..probe import Probe, backward_rule
@@ -173,10 +173,12 @@ def synthesize(
         redirect_steps = 0 if init is not None else min(32, steps // 8)
     layers = list(objective.layers)
     stop = None
-    layouts = {n: lay for n, lay in layer_layouts(model).items() if n in layers} if layers else {}
-    if layers and not objective.needs_output:  # run the network only as far as the objective looks
+    layouts: dict[str, MapLayout] = {}
+    if layers:  # one dry run: how the objective's layers are laid out, and where it may stop
         tr = dry_run(model)
-        stop = max(layers, key=lambda n: tr.end.get(n, 0))
+        layouts = {n: lay for n, lay in layer_layouts(model, trace=tr).items() if n in layers}
+        if not objective.needs_output:  # run the network only as far as the objective looks
+            stop = max(layers, key=lambda n: tr.end.get(n, 0))
     pre = model.preprocessing
     values: list[float] = []
     result = Result(img_param().detach().clone())
