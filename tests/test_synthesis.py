@@ -267,3 +267,9 @@ def test_tiled_deepdream_shows_no_seams(bundled: vl.Model) -> None:
     }
     ratios = {name: float(p[255] / np.median(p)) for name, p in profiles.items()}
     assert all(0.85 < r < 1.2 for r in ratios.values()), ratios
+
+
+def test_unit_of_a_vector_layer(bundled: vl.Model) -> None:
+    # a unit of a (B, F) output (here a logit) is maximized like a channel of a map
+    res = visualize(bundled, "classifier", 1, steps=2, size=32)
+    assert res.images.shape == (1, 3, 32, 32) and res.steps == 2 and not res.failure

@@ -117,8 +117,8 @@ def channel(layer: str, unit: int | Sequence[int]) -> Objective:
     def fn(s: State) -> torch.Tensor:
         a = s.acts[layer]
         idx = _per_image_units(unit, a.shape[0]).to(a.device)
-        picked = a[torch.arange(a.shape[0], device=a.device), idx]
-        return picked.flatten(1).mean(1).sum()
+        picked = a[torch.arange(a.shape[0], device=a.device), idx]  # (B, H, W) of a map, (B,) of a vector
+        return picked.reshape(a.shape[0], -1).mean(1).sum()
 
     return Objective(fn, f"channel({layer}, {unit})", [layer])
 
