@@ -9,8 +9,8 @@ importing the package does not import torch.
   `receptive_fields`, `Probe`
 - looking: `activations`, `filters`, `classify`
 - attribution: `saliency`, `smoothgrad`, `guided_backprop`, `gradcam`, `guided_gradcam`,
-  `attention_rollout`, `attention_maps`,
-  `occlusion`, `occlusion_windows`
+  `integrated_gradients`, `cam` (the CAM family by name), `attention_rollout`, `attention_maps`,
+  `occlusion`, `occlusion_windows`, `evaluate` (which map to trust)
 - synthesis: `visualize`, `dream`, `invert`, `gram_matrix`, `texture`, `style_transfer`,
   `synthesize`, `objectives`, `Result`
 - dataset views: `open_dataset`, `run_pass`, `PassResult`, `neighbors`, `embed`, `top_patches`
@@ -64,6 +64,9 @@ _NAMES: dict[str, str] = {
     "occlusion_windows": ".attribution",
     "attention_rollout": ".attribution",
     "attention_maps": ".attribution",
+    "integrated_gradients": ".attribution",
+    "cam": ".attribution",
+    "evaluate": ".attribution",
     # synthesis
     "visualize": ".synthesis.recipes",
     "dream": ".synthesis.recipes",
@@ -101,6 +104,9 @@ __all__ = [
     "as_model",
     "build_report",
     "attention_maps",
+    "cam",
+    "evaluate",
+    "integrated_gradients",
     "attention_rollout",
     "classify",
     "dream",
@@ -163,9 +169,12 @@ if TYPE_CHECKING:
     from .attribution import (
         attention_maps,
         attention_rollout,
+        cam,
+        evaluate,
         gradcam,
         guided_backprop,
         guided_gradcam,
+        integrated_gradients,
         occlusion,
         occlusion_windows,
         saliency,

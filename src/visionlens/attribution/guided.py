@@ -34,6 +34,7 @@ def guided_backprop(
         torch.Size([1, 3, 224, 224])
     """
     grad, _, _ = input_gradient(model, x, target, softmax, backward_rule="guided")
+    assert grad is not None
     return grad
 
 
@@ -91,7 +92,7 @@ def gradcam(
     """
     model = as_model(model)
     layer = layer or last_spatial_layer(model, x.shape[-1])
-    _, _, cap = input_gradient(model, x, target, softmax, layers=[layer])
+    _, _, cap = input_gradient(model, x, target, softmax, layers=[layer], need_input=False)
     layout = map_layout(model, layer)  # channels-first, channels-last or tokens: all become (B, C, h, w)
     act, grad = (layout.to_nchw(t, (x.shape[-2], x.shape[-1])) for t in cap[layer])
     weights = grad.mean(dim=(2, 3), keepdim=True)

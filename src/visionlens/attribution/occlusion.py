@@ -23,7 +23,8 @@ from ..errors import ArgumentError
 from ..fields import ReceptiveField, receptive_fields
 from ..models import Model, as_model
 from ..tracing import Trace, forward_until, resume_from, trace
-from ._common import Target, resolve_targets, score
+from ._common import Target
+from .targets import BoundTarget, as_target
 
 Window = tuple[int, int, int, int]  # rows [y0, y1), cols [x0, x1)
 _FRAC = 0.8  # stop cutting once a window changes more than this fraction of a map
@@ -298,8 +299,8 @@ def occlusion_windows(
     softmax: bool = True,
     batch_size: int = 32,
     incremental: bool = True,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-window score drops (B, nY, nX), plus the targets used.
+) -> tuple[torch.Tensor, BoundTarget]:
+    """Per-window score drops (B, nY, nX), plus the target bound to the images.
 
     Entry [b, i, j] is score(clean image) - score(image with window (i, j) replaced by the
     baseline); the score is the target's probability (softmax=True) or its logit.
@@ -317,13 +318,14 @@ def occlusion_windows(
             checked on two windows per image; False runs whole copies).
 
     Returns:
-        (drops (B, nY, nX) on the model's device, the (B,) class indices explained).
+        (drops (B, nY, nX) on the model's device, the `BoundTarget`: its `classes` are the
+        (B,) class indices explained, its `label` says what was explained).
 
     Example:
         >>> model = vl.load_model()
-        >>> drops, targets = vl.occlusion_windows(model, model.prepare("chelsea"), window=32, stride=16)
-        >>> drops.shape, model.short_label(int(targets[0]))
-        (torch.Size([1, 13, 13]), 'tiger cat')
+        >>> drops, bound = vl.occlusion_windows(model, model.prepare("chelsea"), window=32, stride=16)
+        >>> drops.shape, bound.label
+        (torch.Size([1, 13, 13]), "class 282 'tiger cat' (softmax)")
     """
     model = as_model(model)
     x = x.to(model.device)
@@ -337,26 +339,27 @@ def occlusion_windows(
     base = make_baseline(x, baseline)
     with torch.inference_mode():
         occ = _Occluder(model.net, x, window, stride)
-        clean_logits = occ.net(x.contiguous(memory_format=torch.channels_last))
-        targets = resolve_targets(model, clean_logits, target)
+        clean_out = occ.net(x.contiguous(memory_format=torch.channels_last))
+        bound = as_target(target, softmax).bind(model, clean_out)
+        clean_scores = bound(clean_out)
         drops = torch.empty(x.shape[0], len(wins), device=x.device)
         for b in range(x.shape[0]):
             x1, base1 = x[b : b + 1], base[b : b + 1]
-            t1 = targets[b : b + 1]
-            ref = score(clean_logits[b : b + 1], t1, softmax)
+            ref = clean_scores[b]
             use_inc = incremental and bool(occ.segments)
             if use_inc:
                 clean = occ.clean_maps(x1)
                 probe = [0, len(wins) // 2 + len(xs) // 2]
                 a = occ.plain(x1, base1, [wins[i] for i in probe])
                 c = occ.incremental(x1, base1, [wins[i] for i in probe], clean)
-                sa, sc = score(a, t1.expand(2), softmax), score(c, t1.expand(2), softmax)
+                t2 = bound.take([b, b])
+                sa, sc = t2(a), t2(c)
                 use_inc = bool(torch.allclose(sa, sc, rtol=1e-4, atol=1e-5 * float(sa.abs().max())))
             for start in range(0, len(wins), batch_size):
                 chunk = wins[start : start + batch_size]
                 out = occ.incremental(x1, base1, chunk, clean) if use_inc else occ.plain(x1, base1, chunk)
-                drops[b, start : start + len(chunk)] = ref - score(out, t1.expand(len(chunk)), softmax)
-    return drops.view(x.shape[0], len(ys), len(xs)), targets
+                drops[b, start : start + len(chunk)] = ref - bound.take([b] * len(chunk))(out)
+    return drops.view(x.shape[0], len(ys), len(xs)), bound
 
 
 def occlusion(

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 
 from ..models import Model, as_model
-from ._common import Target, input_gradient
+from ._common import Target, check_positive, input_gradient
+from .targets import bind
 
 
 def saliency(
@@ -31,6 +30,7 @@ def saliency(
         torch.Size([1, 224, 224])
     """
     grad, _, _ = input_gradient(model, x, target, softmax)
+    assert grad is not None
     return grad.abs().amax(1)
 
 
@@ -68,28 +68,21 @@ def smoothgrad(
         torch.Size([1, 224, 224])
     """
     model = as_model(model)
+    check_positive(samples=samples, batch_size=batch_size)
     x = x.to(model.device)
-    per_image: Sequence[int | str] | torch.Tensor
-    if target is None:
-        with torch.inference_mode():
-            per_image = model.net.eval()(x).argmax(-1).tolist()
-    elif isinstance(target, (int, str)):
-        per_image = [target] * x.shape[0]
-    else:
-        per_image = target
+    bound = bind(model, x, target, softmax)  # resolved on the clean images, as every method does
     gen = torch.Generator(device="cpu")
     if seed is not None:
         gen.manual_seed(seed)
     span = (x.amax(dim=(1, 2, 3)) - x.amin(dim=(1, 2, 3))).view(-1, 1, 1, 1)
     # every (image, sample) pair, flattened so that batches mix images when they are few
     owners = torch.arange(x.shape[0]).repeat_interleave(samples)
-    targets = [per_image[int(i)] for i in owners] if not isinstance(per_image, torch.Tensor) else per_image[owners]
     total = torch.zeros(x.shape[0], *x.shape[2:], device=x.device)
     for start in range(0, owners.numel(), batch_size):
         idx = owners[start : start + batch_size]
         eps = torch.randn((idx.numel(), *x.shape[1:]), generator=gen).to(x.device)
         noisy = x[idx] + eps * noise * span[idx]
-        tgt = targets[start : start + batch_size]
-        grad, _, _ = input_gradient(model, noisy, tgt, softmax)
+        grad, _, _ = input_gradient(model, noisy, bound=bound.take(idx))
+        assert grad is not None
         total.index_add_(0, idx.to(x.device), grad.abs().amax(1))
     return total / samples

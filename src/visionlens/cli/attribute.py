@@ -3,30 +3,48 @@ Grad-CAM, guided Grad-CAM) and occlusion."""
 
 from __future__ import annotations
 
+import dataclasses
 from enum import Enum
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
 from .app import app
-from .options import ImageArg, ModelSpec, Output, SaveArray, grouped, output_path, stem, wrote
-from .parsing import target_class
+from .options import ImageArg, ModelSpec, Output, SaveArray, TargetSpec, grouped, out, output_path, stem, wrote
 
 PANEL = "Attribute"
-TargetOpt = Annotated[
-    str | None, typer.Option("--target", "-t", help="class index or name (default: the predicted class)")
-]
 
 
 class SaliencyMethod(str, Enum):
-    """The gradient-based maps `saliency --method` draws."""
+    """The maps `saliency --method` draws."""
 
     gradient = "gradient"
     smoothgrad = "smoothgrad"
     guided = "guided"
+    ig = "ig"
     gradcam = "gradcam"
+    gradcam_pp = "gradcam++"
+    hirescam = "hirescam"
+    xgradcam = "xgradcam"
+    layercam = "layercam"
+    scorecam = "scorecam"
+    ablationcam = "ablationcam"
+    eigencam = "eigencam"
     guided_gradcam = "guided-gradcam"
     rollout = "rollout"
+
+
+CAMS = {"gradcam", "gradcam++", "hirescam", "xgradcam", "layercam", "scorecam", "ablationcam", "eigencam"}
+
+
+class IGBaseline(str, Enum):
+    """Where Integrated Gradients' path starts."""
+
+    black = "black"
+    blur = "blur"
+    uniform = "uniform"
+    zero = "zero"
 
 
 class Baseline(str, Enum):
@@ -42,19 +60,22 @@ class Baseline(str, Enum):
 def saliency(
     image: ImageArg,
     method: Annotated[SaliencyMethod, typer.Option("--method")] = SaliencyMethod.gradient,
-    target: TargetOpt = None,
+    aim: TargetSpec = TargetSpec(),
     layer: Annotated[
-        str | None, typer.Option("--layer", "-l", help="Grad-CAM layer (default: last spatial layer)")
+        str | None, typer.Option("--layer", "-l", help="CAM layer (default: the last spatial layer)")
     ] = None,
     samples: Annotated[int, typer.Option(min=1, help="SmoothGrad noisy samples")] = 25,
     noise: Annotated[float, typer.Option(min=0.0, help="SmoothGrad noise, fraction of the input range")] = 0.15,
-    softmax: Annotated[bool, typer.Option("--softmax", help="explain the probability instead of the logit")] = False,
+    steps: Annotated[int, typer.Option(min=1, help="Integrated Gradients path steps")] = 50,
+    baseline: Annotated[IGBaseline, typer.Option(help="Integrated Gradients baseline")] = IGBaseline.black,
+    softmax: Annotated[bool, typer.Option("--softmax", help="same as --score softmax")] = False,
     spec: ModelSpec = ModelSpec(),
     output: Output = None,
     save_array: SaveArray = False,
 ) -> None:
-    """Where the network looks: gradient, SmoothGrad, guided backprop, Grad-CAM, guided Grad-CAM,
-    attention rollout (vision transformers)."""
+    """Where the network looks: gradient, SmoothGrad, guided backprop, Integrated Gradients, the
+    CAM family (Grad-CAM, Grad-CAM++, HiResCAM, XGrad-CAM, LayerCAM, Score-CAM, Ablation-CAM,
+    Eigen-CAM), guided Grad-CAM, attention rollout (vision transformers)."""
     from .. import attribution as A
     from .. import render
     from ..layers import last_spatial_layer
@@ -62,37 +83,49 @@ def saliency(
     path = output_path(output, f"{stem(image)}-saliency-{method.value}.png")
     m = spec.load()
     x = m.prepare(image)
-    if method is SaliencyMethod.gradcam and layer is None:
+    if softmax:
+        aim = dataclasses.replace(aim, score="softmax")
+    bound = A.bind(m, x, aim.resolve(m, x))
+    name = method.value
+    if (name in CAMS or name == "guided-gradcam") and layer is None:
         layer = last_spatial_layer(m, x.shape[-1])
-    tgt = target_class(m, x, target)
     img = render.hwc(m.to_image(x)[0])
     if method is SaliencyMethod.gradient:
-        res = A.saliency(m, x, tgt, softmax=softmax)
+        res = A.saliency(m, x, bound)
         pic = [
             render.Panel(render.colorize(res[0], "inferno"), "|gradient| (max over RGB)"),
             render.Panel(render.overlay(img, res[0], "inferno"), "overlay"),
         ]
     elif method is SaliencyMethod.smoothgrad:
-        res = A.smoothgrad(m, x, tgt, samples=samples, noise=noise, softmax=softmax)
+        res = A.smoothgrad(m, x, bound, samples=samples, noise=noise)
         pic = [
             render.Panel(render.colorize(res[0], "inferno"), f"SmoothGrad, {samples} samples, noise {noise}"),
             render.Panel(render.overlay(img, res[0], "inferno"), "overlay"),
         ]
     elif method is SaliencyMethod.guided:
-        res = A.guided_backprop(m, x, tgt, softmax=softmax)
+        res = A.guided_backprop(m, x, bound)
         pic = [render.Panel(render.signed_rgb(res[0]), "guided backprop")]
-    elif method is SaliencyMethod.gradcam:
-        res = A.gradcam(m, x, tgt, layer=layer, softmax=softmax)
-        pic = [render.Panel(render.overlay(img, res[0], "jet", 0.6), f"Grad-CAM at {layer}")]
+    elif method is SaliencyMethod.ig:
+        attr, gap = A.integrated_gradients(m, x, bound, steps=steps, baseline=baseline.value, return_delta=True)
+        res = attr
+        heat = A.attribution_map(attr)[0]
+        pic = [
+            render.Panel(render.colorize(heat, "inferno"), f"|IG| summed over RGB, {steps} steps, {baseline.value}"),
+            render.Panel(
+                render.overlay(img, heat, "inferno"),
+                f"overlay (completeness gap {float(gap[0]):.3g} of {float(attr[0].sum() - gap[0]):.3g})",
+            ),
+        ]
+    elif name in CAMS:
+        res = A.cam(m, x, bound, method=name, layer=layer)
+        pic = [render.Panel(render.overlay(img, res[0], "jet", 0.6), f"{name} at {layer}")]
     elif method is SaliencyMethod.rollout:  # class-independent: how patches flow into the class token
         res = A.attention_rollout(m, x)
         pic = [render.Panel(render.overlay(img, res[0], "jet", 0.6), "attention rollout")]
     else:
-        res = A.guided_gradcam(m, x, tgt, layer=layer, softmax=softmax)
+        res = A.guided_gradcam(m, x, bound, layer=layer)
         pic = [render.Panel(render.signed_rgb(res[0]), "guided Grad-CAM")]
-    render.save_figure(
-        path, [render.Panel(img, "input"), *pic], f"{m.name}: {method.value} for class {tgt} '{m.short_label(tgt)}'"
-    )
+    render.save_figure(path, [render.Panel(img, "input"), *pic], f"{m.name}: {name} for {bound.label}")
     wrote(path, res[0], save_array)
 
 
@@ -103,7 +136,7 @@ def occlusion(
     window: Annotated[int, typer.Option(help="side of the occluding square, px")] = 16,
     stride: Annotated[int, typer.Option(help="step between windows, px")] = 8,
     baseline: Annotated[Baseline, typer.Option(help="what fills the window")] = Baseline.zero,
-    target: TargetOpt = None,
+    aim: TargetSpec = TargetSpec(),
     logits: Annotated[
         bool, typer.Option("--logits", help="measure the logit drop instead of the probability drop")
     ] = False,
@@ -118,10 +151,11 @@ def occlusion(
     path = output_path(output, f"{stem(image)}-occlusion.png")
     m = spec.load()
     x = m.prepare(image)
-    tgt = target_class(m, x, target)
-    res = A.occlusion(m, x, tgt, window=window, stride=stride, baseline=baseline.value, softmax=not logits)
+    target = aim.resolve(m, x)
+    res = A.occlusion(m, x, target, window=window, stride=stride, baseline=baseline.value, softmax=not logits)
+    bound = A.bind(m, x, target, softmax=not logits)
     img = render.hwc(m.to_image(x)[0])
-    what = "logit" if logits else "probability"
+    what = "score" if logits or not bound.label.endswith("(softmax)") else "probability"
     heat = res[0].clamp(min=0)
     render.save_figure(
         path,
@@ -130,6 +164,93 @@ def occlusion(
             render.Panel(render.colorize(heat, "inferno"), f"{what} drop (max {float(res[0].max()):.3f})"),
             render.Panel(render.overlay(img, heat, "jet", 0.6), f"window {window}, stride {stride}, {baseline.value}"),
         ],
-        f"{m.name}: occlusion for class {tgt} '{m.short_label(tgt)}'",
+        f"{m.name}: occlusion for {bound.label}",
     )
     wrote(path, res[0], save_array)
+
+
+@app.command(rich_help_panel=PANEL)
+@grouped
+def evaluate(
+    images: Annotated[list[str], typer.Argument(help="image files or bundled sample names")],
+    methods: Annotated[
+        str | None,
+        typer.Option(
+            "--methods", help="comma list (default: gradient, smoothgrad, ig, gradcam, gradcam++, scorecam, occlusion)"
+        ),
+    ] = None,
+    metrics: Annotated[
+        str, typer.Option("--metrics", help="comma list of deletion, insertion, road")
+    ] = "deletion,insertion",
+    steps: Annotated[int, typer.Option(min=2, help="points on the deletion and insertion curves")] = 50,
+    sanity: Annotated[
+        bool, typer.Option("--sanity", help="also run the cascading randomization check on each method (slower)")
+    ] = False,
+    aim: TargetSpec = TargetSpec(),
+    layer: Annotated[
+        str | None, typer.Option("--layer", "-l", help="CAM layer (default: the last spatial layer)")
+    ] = None,
+    spec: ModelSpec = ModelSpec(),
+    output: Output = None,
+    save_array: SaveArray = False,
+) -> None:
+    """Which map to trust: attribution methods side by side, with deletion and insertion AUC
+    (Petsiuk et al. 2018), ROAD (Rong et al. 2022) and, with --sanity, the cascading
+    randomization check (Adebayo et al. 2018); prints a table and writes the curves."""
+    from rich.table import Table
+
+    from .. import attribution as A
+    from ..attribution.metrics import cascading_randomization
+    from ..curves import evaluation_figure, randomization_figure
+    from ..progress import Progress
+    from .parsing import comma_list
+
+    path = output_path(output, f"{stem(images[0])}-evaluate.png")
+    m = spec.load()
+    x = m.prepare(images)
+    names = comma_list(methods) if methods is not None else None
+    wanted = comma_list(metrics)
+    target = aim.resolve(m, x)
+    with Progress("attribution methods and their metrics", len(names or A.default_methods(m))) as bar:
+        ev = A.evaluate(m, x, names, target, metrics=wanted, steps=steps, layer=layer, progress=lambda _: bar.advance())
+    sanity_rho: dict[str, float] = {}
+    pictures = m.to_image(x)
+    written: list[Path] = []
+    if sanity:
+        for s in ev.scores:
+
+            def method(mm: Any, xx: Any, tt: Any, name: str = s.method) -> Any:
+                return A.attribution(mm, xx, name, tt, layer=layer)
+
+            r = cascading_randomization(m, x, method, ev.target)
+            sanity_rho[s.method] = float(r.spearman.mean())
+            written.append(
+                randomization_figure(r, pictures[0], path.with_name(f"{path.stem}-sanity-{s.method}.png"), s.method)
+            )
+    table = Table(title=f"{m.name}: {ev.target.label}, {len(images)} image(s), means; curves of the {ev.score_kind}")
+    table.add_column("method")
+    table.add_column("seconds", justify="right")
+    cols = [("deletion", "deletion AUC (lower better)"), ("insertion", "insertion AUC (higher better)"),
+            ("road_morf", "ROAD MoRF (lower better)"), ("road_lerf", "ROAD LeRF (higher better)")]  # fmt: skip
+    rows = ev.table()
+    shown = [(k, title) for k, title in cols if any(row[k] is not None for row in rows)]
+    for _, title in shown:
+        table.add_column(title, justify="right")
+    if sanity:
+        table.add_column("randomization Spearman (near 0 better)", justify="right")
+    for row in rows:
+        best = [ev.best(k) == row["method"] for k, _ in shown]
+        cells = [f"[bold]{row[k]:.3f}[/bold]" if b else f"{row[k]:.3f}" for (k, _), b in zip(shown, best, strict=True)]
+        extra = [f"{sanity_rho[row['method']]:.2f}"] if sanity else []
+        table.add_row(row["method"], f"{row['seconds']:.2f}", *cells, *extra)
+    out.print(table)
+    for i in range(x.shape[0]):
+        p = path if x.shape[0] == 1 else path.with_name(f"{path.stem}-{stem(images[i])}.png")
+        written.append(evaluation_figure(ev, pictures[i], p, index=i))
+    arrays = {
+        k: [float("nan") if r[k] is None else r[k] for r in rows]
+        for k in ("seconds", "deletion", "insertion", "road_morf", "road_lerf")
+    }
+    for p in written[:-1]:
+        out.print(f"wrote {p}")
+    wrote(written[-1], {"methods": [r["method"] for r in rows], **arrays}, save_array)

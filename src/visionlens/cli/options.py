@@ -76,6 +76,52 @@ class ModelSpec:
         return load_model(self.model, self.weights, self.trust_checkpoint, device)
 
 
+@dataclasses.dataclass(frozen=True)
+class TargetSpec:
+    """What an attribution explains, as its options name it: a class, a contrast, a score, a
+    region of a segmentation output, or the similarity to a reference image."""
+
+    target: Annotated[
+        str | None,
+        typer.Option("--target", "-t", help="class index or name (default: the predicted class)"),
+    ] = None
+    versus: Annotated[
+        str | None,
+        typer.Option("--versus", help="contrast: explain --target's logit minus this class's (why A rather than B)"),
+    ] = None
+    score: Annotated[
+        str,
+        typer.Option("--score", help="logit, softmax (probability) or sigmoid (multi-label models)"),
+    ] = "logit"
+    mask: Annotated[
+        Path | None,
+        typer.Option("--mask", help="segmentation models: explain the class over this mask image (white = in)"),
+    ] = None
+    similar_to: Annotated[
+        str | None,
+        typer.Option("--similar-to", help="embedding models: explain the cosine similarity to this image"),
+    ] = None
+
+    def resolve(self, model: Model, x: Any) -> Any:
+        """The target object for `model` (see `visionlens.attribution.targets`)."""
+        from ..attribution import targets as T
+
+        if self.score not in T.SCORES:
+            raise ArgumentError(f"`score` must be one of {', '.join(T.SCORES)}, not {self.score!r}")
+        if self.similar_to is not None:
+            if self.target is not None or self.versus is not None:
+                raise ArgumentError("--similar-to explains a similarity, not a class: drop --target and --versus")
+            return T.Similarity(model.prepare(self.similar_to))
+        if self.versus is not None:
+            return T.Contrast(self.target, self.versus)
+        if self.mask is not None:  # cropped and resized exactly as the image was
+            mask = model.to_image(model.prepare(str(self.mask)))[0].mean(0)
+            if mask.shape != x.shape[-2:]:
+                raise ArgumentError(f"{self.mask}: the mask must have the image's aspect ratio")
+            return T.Region(self.target, mask > 0.5)
+        return T.Class(self.target, self.score)  # type: ignore[arg-type]
+
+
 def _group_parameters(group: type) -> list[inspect.Parameter]:
     hints = typing.get_type_hints(group, include_extras=True)
     return [
