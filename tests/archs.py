@@ -80,3 +80,15 @@ MATRIX: dict[str, Callable[[], Model]] = {
     "deit_tiny": deit_tiny,
     "swin_tiny": swin_tiny,
 }
+
+
+@cache
+def lraspp() -> Model:
+    """A segmentation model (its output is a dict whose "out" is (B, 5, H, W)): not in the
+    classifier matrix, for the region targets."""
+    make = lambda: torchvision.models.segmentation.lraspp_mobilenet_v3_large(  # noqa: E731
+        weights=None, weights_backbone=None, num_classes=5
+    )
+    model = _model(make, "lraspp")
+    model.labels = ["background", "a", "b", "c", "d"]
+    return model

@@ -279,3 +279,76 @@ def test_evaluate_table_and_best(cnn: vl.Model, canvases) -> None:
         vl.evaluate(cnn, x[:1], ["gradcamm"])
     with pytest.raises(ArgumentError, match="metric"):
         vl.evaluate(cnn, x[:1], ["gradient"], metrics=["accuracy"])
+
+
+# ---------------------------------------------------------------- the command line
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    from visionlens.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(list(args))
+    cap = capsys.readouterr()
+    return int(e.value.code or 0), cap.out, cap.err
+
+
+def test_cli_targets(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    from .pictures import check_picture
+
+    out = tmp_path / "c.png"
+    code, _, err = run(capsys, "saliency", "chelsea", "-t", "tiger cat", "--versus", "tabby", "--method", "gradcam",
+                       "-o", str(out))  # fmt: skip
+    assert code == 0, err
+    check_picture(out)
+    seg = ["--model", "tests.archs:lraspp"]
+    mask = tmp_path / "mask.png"
+    from PIL import Image
+
+    Image.fromarray(np.pad(np.full((32, 32), 255, np.uint8), 16)).save(mask)
+    code, _, err = run(capsys, "saliency", "chelsea", *seg, "--method", "gradient", "-t", "1", "--mask", str(mask),
+                       "-o", str(tmp_path / "s.png"), "--save-array")  # fmt: skip
+    assert code == 0, err
+    sal = np.load(tmp_path / "s.npy")
+    assert sal.shape == (64, 64) and sal.max() > 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["saliency", "chelsea", "--mask", "MASK"], "segmentation output"),
+        (["saliency", "chelsea", "-t", "282", "--versus", "tiger cat"], "itself"),
+        (["saliency", "chelsea", "--model", "tests.archs:lraspp", "-t", "9"], "out of range"),
+        (["saliency", "chelsea", "--score", "probit"], "--score"),
+        (["saliency", "chelsea", "--similar-to", "coffee", "-t", "3"], "--similar-to"),
+        (["evaluate", "chelsea", "--methods", "gradcamm"], "did you mean"),
+        (["evaluate", "chelsea", "--metrics", "accuracy"], "metric"),
+    ],
+)
+def test_cli_bad_targets_are_one_line_errors(tmp_path, capsys: pytest.CaptureFixture[str], args, message) -> None:
+    from PIL import Image
+
+    mask = tmp_path / "mask.png"
+    Image.new("L", (64, 64), 255).save(mask)
+    args = [str(mask) if a == "MASK" else a for a in args]
+    code, _, err = run(capsys, *args, "-o", str(tmp_path / "x.png"))
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert list(tmp_path.iterdir()) == [mask]  # nothing half-written
+
+
+@pytest.mark.slow
+def test_cli_evaluate(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    from .pictures import check_picture
+
+    out = tmp_path / "e.png"
+    code, text, err = run(capsys, "evaluate", "chelsea", "--model", "tests.archs:resnet50", "--methods",
+                          "gradient,gradcam,ig", "--steps", "8", "--metrics", "deletion,insertion,road", "--sanity",
+                          "-o", str(out), "--save-array")  # fmt: skip
+    assert code == 0, err
+    assert all(m in text for m in ("gradient", "gradcam", "ig", "deletion AUC", "ROAD MoRF", "randomization"))
+    check_picture(out)
+    for m in ("gradient", "gradcam", "ig"):
+        check_picture(tmp_path / f"e-sanity-{m}.png")
+    arrays = np.load(tmp_path / "e.npz")
+    assert list(arrays["methods"]) == ["gradient", "gradcam", "ig"]
+    assert np.isfinite(arrays["deletion"]).all() and np.isfinite(arrays["road_lerf"]).all()

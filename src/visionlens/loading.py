@@ -101,7 +101,10 @@ def _torchvision(name: str, weights: str | None, trust: bool) -> Model:
         raise ModelError(f"unknown torchvision model {name!r}{did_you_mean(name, tvm.list_models())}") from None
     default = wenum.DEFAULT
     if weights:
-        net = tvm.get_model(name, weights=None)
+        try:  # segmentation and detection models would fetch a pretrained backbone otherwise
+            net = tvm.get_model(name, weights=None, weights_backbone=None)
+        except TypeError:
+            net = tvm.get_model(name, weights=None)
         load_weights(net, weights, trust)
     else:
         try:
@@ -112,8 +115,9 @@ def _torchvision(name: str, weights: str | None, trust: bool) -> Model:
                 "pass `weights` a local state_dict file"
             ) from None
     t = default.transforms()
+    side = int(getattr(t, "crop_size", t.resize_size)[0])  # segmentation: resized, not cropped
     pre = Preprocessing(
-        input_size=int(t.crop_size[0]),
+        input_size=side,
         resize=int(t.resize_size[0]),
         mean=tuple(t.mean),
         std=tuple(t.std),

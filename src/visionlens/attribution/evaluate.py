@@ -115,6 +115,28 @@ class Evaluation:
         return str(pick(rows, key=lambda r: r[metric])["method"])
 
 
+def check_names(methods: Sequence[str], metrics: Sequence[str]) -> None:
+    """Raise a one-line `ArgumentError` for an empty method list, an unknown method (with the
+    closest names) or an unknown metric.
+
+    Args:
+        methods: method names.
+        metrics: metric names.
+
+    Example:
+        >>> from visionlens.attribution.evaluate import check_names
+        >>> check_names(["gradcam", "ig"], ["deletion"])
+    """
+    if not methods:
+        raise ArgumentError("`methods` is empty; name at least one method")
+    for name in methods:
+        if name not in METHODS:
+            raise ArgumentError(f"unknown method {name!r}{did_you_mean(name, list(METHODS))}")
+    for metric in metrics:
+        if metric not in METRICS:
+            raise ArgumentError(f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
+
+
 def default_methods(model: Model | torch.nn.Module) -> list[str]:
     """The methods `evaluate` compares when none are named: gradient, smoothgrad, ig,
     gradcam, gradcam++, scorecam and occlusion, with rollout added on ViT-style models.
@@ -175,14 +197,7 @@ def evaluate(
     model = as_model(model)
     x = x.to(model.device)
     names = list(methods) if methods is not None else default_methods(model)
-    if not names:
-        raise ArgumentError("`methods` is empty; name at least one method")
-    for name in names:
-        if name not in METHODS:
-            raise ArgumentError(f"unknown method {name!r}{did_you_mean(name, list(METHODS))}")
-    for metric in metrics:
-        if metric not in METRICS:
-            raise ArgumentError(f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
+    check_names(names, metrics)
     bound = bind(model, x, target)
     curve_target = bind(model, x, target, softmax) if softmax else bound
     out = []

@@ -200,16 +200,18 @@ def evaluate(
     from rich.table import Table
 
     from .. import attribution as A
+    from ..attribution.evaluate import check_names
     from ..attribution.metrics import cascading_randomization
     from ..curves import evaluation_figure, randomization_figure
     from ..progress import Progress
     from .parsing import comma_list
 
     path = output_path(output, f"{stem(images[0])}-evaluate.png")
-    m = spec.load()
-    x = m.prepare(images)
     names = comma_list(methods) if methods is not None else None
     wanted = comma_list(metrics)
+    check_names(names or ["gradient"], wanted)  # before the model loads
+    m = spec.load()
+    x = m.prepare(images)
     target = aim.resolve(m, x)
     with Progress("attribution methods and their metrics", len(names or A.default_methods(m))) as bar:
         ev = A.evaluate(m, x, names, target, metrics=wanted, steps=steps, layer=layer, progress=lambda _: bar.advance())
