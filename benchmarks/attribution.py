@@ -2,7 +2,13 @@
 
 Same process, image(s), model (bundled EfficientNet-Lite0), 224 px input and 2 CPU threads.
 
-    python benchmarks/attribution.py [--quick] [--only occlusion|gradients] [--repeats N]
+    python benchmarks/attribution.py [--quick] [--only occlusion|gradients|ig|metrics] [--repeats N]
+
+- ig: Integrated Gradients, 50 steps, one 224-px image, internal batch 16, against Captum's
+  with the same batch (memory is bounded by that batch by construction: path points are
+  made batch by batch);
+- metrics: deletion + insertion curves (100 steps each) against the bare batched forward
+  passes the curves need (202 images of 224 px in batches of 32).
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from captum.attr import GuidedBackprop, Occlusion, Saliency
+from captum.attr import GuidedBackprop, IntegratedGradients, Occlusion, Saliency
 
 import visionlens as vl
 
@@ -130,10 +136,63 @@ def gradients_bench(model: vl.Model, reps: int | None, quick: bool) -> list[str]
     return lines
 
 
+def ig_bench(model: vl.Model, reps: int | None, quick: bool) -> list[str]:
+    from visionlens.attribution.integrated import integrated_gradients, make_ig_baseline
+
+    x = model.prepare("chelsea")
+    base = make_ig_baseline(model, x, "black")
+    n = 1 if quick else reps or 5
+
+    def run_vl() -> Any:
+        return integrated_gradients(model, x, 282, baseline=base, steps=50, internal_batch_size=16)
+
+    def run_cap() -> torch.Tensor:
+        ig = IntegratedGradients(model.net)
+        return ig.attribute(x, baselines=base, target=282, n_steps=50, internal_batch_size=16)
+
+    t_vl, a_vl = bench(run_vl, n)
+    t_cap, a_cap = bench(run_cap, n)
+    print(f"ig 50 steps   visionlens {t_vl:7.3f} s  captum {t_cap:7.3f} s", flush=True)
+    ok = "OK" if t_vl / t_cap <= 1.1 else "SLOW (> 1.1x)"
+    return [
+        f"integrated gradients, 50 steps, batch 16: visionlens {t_vl:.2f} s  captum {t_cap:.2f} s  "
+        f"vl/captum {t_vl / t_cap:.2f}x {ok}  max|diff|/max {rel_diff(a_vl, a_cap):.1e} (float32)"
+    ]
+
+
+def metrics_bench(model: vl.Model, reps: int | None, quick: bool) -> list[str]:
+    from visionlens.attribution.metrics import deletion_insertion
+
+    x = model.prepare("chelsea")
+    maps = vl.gradcam(model, x, 282)
+    n = 1 if quick else reps or 3
+    steps, batch = 100, 32
+    net = model.net.eval()
+    black = model.to_input(torch.zeros(1, 3, 224, 224))
+
+    def bare() -> torch.Tensor:  # the same number of images through the network, no curve logic
+        outs = []
+        with torch.no_grad():
+            for _ in range(2):
+                for start in range(0, steps + 1, batch):
+                    k = min(batch, steps + 1 - start)
+                    outs.append(net(torch.cat([x, black]).repeat((k + 1) // 2, 1, 1, 1)[:k]).softmax(-1)[:, 282])
+        return torch.cat(outs)
+
+    t_bare, _ = bench(bare, n)
+    t_vl, _ = bench(lambda: deletion_insertion(model, x, maps, 282, steps=steps, batch_size=batch), n)
+    print(f"deletion+insertion  visionlens {t_vl:7.3f} s  bare forwards {t_bare:7.3f} s", flush=True)
+    ok = "OK" if t_vl / t_bare <= 1.1 else "SLOW (> 1.1x)"
+    return [
+        f"deletion+insertion, 2 x {steps + 1} images, batch {batch}: visionlens {t_vl:.2f} s  "
+        f"bare forwards {t_bare:.2f} s  vl/bare {t_vl / t_bare:.2f}x {ok}"
+    ]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="skip Captum ppe=64; 1 repeat everywhere")
-    ap.add_argument("--only", choices=["occlusion", "gradients"], help="run one part only")
+    ap.add_argument("--only", choices=["occlusion", "gradients", "ig", "metrics"], help="run one part only")
     helps = "repeats for every timing (default: occlusion captum 1, visionlens 3; gradients 5)"
     ap.add_argument("--repeats", type=int, default=None, help=helps)
     args = ap.parse_args()
@@ -150,6 +209,10 @@ def main() -> None:
         lines += occlusion_bench(model, args.repeats, args.quick)
     if args.only in (None, "gradients"):
         lines += gradients_bench(model, args.repeats, args.quick)
+    if args.only in (None, "ig"):
+        lines += ig_bench(model, args.repeats, args.quick)
+    if args.only in (None, "metrics"):
+        lines += metrics_bench(model, args.repeats, args.quick)
     print(f"\nload average at the end {os.getloadavg()[0]:.2f}")
     print("\n".join(lines))
 
