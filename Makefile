@@ -46,6 +46,7 @@ define PICTURES
 	$(VL) texture brick --size 192 -o $(1)/texture-brick.png
 	$(VL) texture coffee --size 192 -o $(1)/texture-coffee.png
 	$(VL) style chelsea coffee --size 256 -o $(1)/style.png
+	$(PY) scripts/gallery_style_strength.py -o $(1)/style-strength.png
 	$(VL) neighbors digits --model digits_cnn -k 8 -o $(1)/neighbors-digits.png
 	$(VL) embed digits --model digits_cnn --method tsne --mosaic --tiles 400 -o $(1)/embed-digits-tsne.png
 	$(VL) neighbors samples -k 4 -o $(1)/neighbors-samples.png

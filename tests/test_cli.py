@@ -9,6 +9,8 @@ from PIL import Image
 from visionlens.cli import main
 from visionlens.cli.app import app, as_flags, option_flags
 
+from .pictures import check_picture, ssim
+
 
 def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     with pytest.raises(SystemExit) as e:
@@ -44,8 +46,7 @@ def test_saliency_writes_png_and_array(tmp_path: Path, capsys: pytest.CaptureFix
     extra = ["--samples", "4"] if method == "smoothgrad" else []
     code, _, err = run(capsys, "saliency", "chelsea", "--method", method, "-o", str(out), "--save-array", *extra)
     assert code == 0, err
-    img = np.asarray(Image.open(out))
-    assert img.std() > 10  # a real picture, not a blank canvas
+    check_picture(out)  # a real picture: not blank, constant, saturated or striped
     arr = np.load(tmp_path / "s.npy")
     assert arr.shape[-2:] == (224, 224) and np.abs(arr).max() > 0
 
@@ -81,6 +82,9 @@ def test_other_commands(
     assert code == 0, (args, err)
     assert _pngs(tmp_path) == files
     assert f"wrote {files[-1]}" in out
+    for name in files:
+        if name.endswith(".png"):
+            check_picture(tmp_path / name)
     if "a.npy" in files:
         assert np.load(tmp_path / "a.npy").shape == (40, 28, 28)
         assert "wrote a.png and a.npy" in out
@@ -230,13 +234,18 @@ SYNTH = {
         ["d.png"],
     ),
     "invert": pytest.param(
-        ["invert", "chelsea", "--layer", "blocks.1", "--steps", "3", "-o", "i.png"], ["i.png"], marks=SLOW
+        ["invert", "chelsea", "--layer", "blocks.1", "--steps", "12", "-o", "i.png"], ["i.png"], marks=SLOW
     ),
     "gram": (
         ["gram", "chelsea", "--layer", "blocks.2", "--top", "3", "-o", "g.png", "--save-array"], ["g.npy", "g.png"]
     ),
     "texture": (["texture", "brick", "--size", "48", "--steps", "3", "-o", "t.png"], ["t.png"]),
     "style": (["style", "chelsea", "{grey}", "--size", "48", "--steps", "3", "-o", "s.png"], ["s.png"]),
+    "style-options": (
+        ["style", "chelsea", "coffee", "brick", "--style-weights", "2,1", "--strength", "0.5", "--preserve-colour",
+         "--optimizer", "lbfgs", "--size", "48", "--steps", "2", "-o", "s.png"],
+        ["s.png"],
+    ),
 }  # fmt: skip
 
 
@@ -254,6 +263,9 @@ def test_synthesis_commands(
     assert code == 0, (args, err)
     assert _pngs(out) == files
     assert "Traceback" not in err
+    for name in files:
+        if name.endswith(".png"):
+            check_picture(out / name)
     if args[0] != "gram":  # stderr is no terminal here: the progress helper prints plain lines
         assert "done" in err.splitlines()[-1], err
     if args[0] == "style":
@@ -271,6 +283,11 @@ SYNTH_BAD = [
     (["visualize", "--layer", "blocks.4", "--unit", "1,2", "--diversity", "2", "--steps", "1"], "--diversity makes"),
     (["gram", "chelsea", "--layer", "classifier"], "not a map"),
     (["style", "chelsea", "missing.png", "--steps", "1"], "no such file"),
+    (["style", "chelsea", "coffee", "--strength", "2", "--steps", "1"], "--strength must be in [0, 1]"),
+    (["style", "chelsea", "coffee", "--style-weights", "1,2", "--steps", "1"], "--style-weights has 2 values"),
+    (["style", "chelsea", "coffee", "--style-weights", "a", "--steps", "1"], "--style-weights must be numbers"),
+    (["style", "chelsea", "coffee", "--optimizer", "sgd", "--steps", "1"], "--optimizer must be adam or lbfgs"),
+    (["dream", "chelsea", "--strength", "0", "--steps", "1"], "--strength must be in (0, 1]"),
 ]
 
 
@@ -284,3 +301,17 @@ def test_synthesis_bad_input(
     lines = err.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], err
     assert _pngs(tmp_path) == []
+
+
+@SLOW
+def test_dream_defaults_keep_the_subject(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """At the CLI's defaults (384 px, blocks.3, 4 octaves of 10 steps, strength 0.4) the dream
+    keeps SSIM 0.73 to the input (strength 1: 0.4); the bound leaves room for other CPUs."""
+    import visionlens as vl
+
+    code, _, err = run(capsys, "dream", "chelsea", "-o", str(tmp_path / "d.png"))
+    assert code == 0, err
+    check_picture(tmp_path / "d.png")
+    model = vl.load_model()
+    original = model.to_image(model.prepare("chelsea", size=384))[0].numpy()
+    assert ssim(original, tmp_path / "d.png") > 0.65

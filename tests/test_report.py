@@ -54,7 +54,9 @@ def test_rerun_reuses_the_cache(built: tuple[Path, Path], tmp_path: Path, bundle
         extensions=[FAKE_DATASET],
     )
     assert changed.stats.computed_names and all("smoothgrad" in n for n in changed.stats.computed_names)
-    assert len(changed.stats.computed_names) == 4  # 2 images x 2 classes
+    # 2 images x 2 classes: the map, and its deletion/insertion AUC, which depend on it
+    assert len(changed.stats.computed_names) == 8
+    assert sum(n.endswith("-faithfulness") for n in changed.stats.computed_names) == 4
 
 
 def test_foreign_files_survive(built: tuple[Path, Path], tmp_path: Path, bundled: vl.Model) -> None:
@@ -193,3 +195,21 @@ def test_cli_report_output_is_a_file(tmp_path: Path, capsys: pytest.CaptureFixtu
     (tmp_path / "f").write_text("x")
     code, _, err = _run(capsys, "report", "-o", str(tmp_path / "f"))
     assert code == 2 and "not a folder" in err
+
+
+def test_image_pages_say_which_map_to_trust(built: tuple[Path, Path]) -> None:
+    """Every map carries its deletion and insertion AUC, each class section a table of them,
+    and the first image's page the cascading randomization check."""
+    import json
+
+    pages = sorted(built[0].glob("image-*.html"))
+    assert len(pages) == 2
+    with_sanity = [p for p in pages if "Sanity check: cascading randomization" in p.read_text()]
+    assert len(with_sanity) == 1
+    for page in pages:
+        html = page.read_text()
+        assert html.count("deletion AUC (lower is better)") == 2  # one table per explained class
+        assert html.count("<dt>deletion AUC</dt>") == html.count("<dt>insertion AUC</dt>") >= 8
+    for side in built[0].glob("figures/images/*/*-faithfulness.json"):
+        value = json.loads(side.read_text())["value"]
+        assert 0 <= value["deletion"] <= 1 and 0 <= value["insertion"] <= 1

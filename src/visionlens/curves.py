@@ -4,7 +4,6 @@ insertion curves, and the cascading randomization figure. No model math here."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import matplotlib
@@ -13,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .io import atomic_file  # noqa: E402
+from .plots import _save  # noqa: E402  (PNG atomically, or an array with path None)
 from .render import hwc, overlay  # noqa: E402
 
 if TYPE_CHECKING:
@@ -21,31 +20,22 @@ if TYPE_CHECKING:
     from .attribution.metrics import Randomization
 
 
-def _save(fig: Any, path: str | os.PathLike[str]) -> Path:
-    try:
-        with atomic_file(path) as f:
-            fig.savefig(f, format="png", dpi=100)
-    finally:
-        plt.close(fig)
-    return Path(path)
-
-
 def _fmt(v: float | None) -> str:
     return "-" if v is None else f"{v:.3f}"
 
 
-def evaluation_figure(ev: Evaluation, image: Any, path: str | os.PathLike[str], index: int = 0) -> Path:
+def evaluation_figure(ev: Evaluation, image: Any, path: str | os.PathLike[str] | None, index: int = 0) -> Any:
     """One row per method: its map over the image, then the deletion and insertion curves of
     every method with this one's drawn bold, AUCs in the captions.
 
     Args:
         ev: the `Evaluation`.
         image: the image the maps are about, (3, H, W) or (H, W, 3) in [0, 1].
-        path: the PNG to write (atomically).
+        path: the PNG to write (atomically), or None for the picture as an (H, W, 3) array.
         index: which image of the batch to draw.
 
     Returns:
-        The path written.
+        The path written (or the array).
 
     Example:
         >>> from visionlens.curves import evaluation_figure
@@ -96,20 +86,20 @@ def evaluation_figure(ev: Evaluation, image: Any, path: str | os.PathLike[str], 
 
 
 def randomization_figure(
-    r: Randomization, image: Any, path: str | os.PathLike[str], method: str = "", index: int = 0
-) -> Path:
+    r: Randomization, image: Any, path: str | os.PathLike[str] | None, method: str = "", index: int = 0
+) -> Any:
     """The cascading randomization check: the map after each step of re-initialization (from
     the top), and the Spearman rank correlation with the original map per step.
 
     Args:
         r: the `Randomization`.
         image: the image, (3, H, W) or (H, W, 3) in [0, 1].
-        path: the PNG to write (atomically).
+        path: the PNG to write (atomically), or None for the picture as an (H, W, 3) array.
         method: the method's name, for the title.
         index: which image of the batch to draw.
 
     Returns:
-        The path written.
+        The path written (or the array).
 
     Example:
         >>> from visionlens.curves import randomization_figure
@@ -137,7 +127,7 @@ def randomization_figure(
     ax.set_xticks(xs, [g.split(" .. ")[0] for g in r.groups], rotation=20, ha="right", fontsize=7)
     ax.set_ylim(-1, 1)
     ax.set_ylabel("rank correlation", fontsize=8)
-    ax.set_xlabel("layers re-initialized, from the top (cumulative)", fontsize=8)
+    ax.set_xlabel("re-initialized from the top down to this layer (cumulative)", fontsize=8)
     ax.legend(fontsize=7, loc="lower left")
     fig.suptitle(f"cascading randomization{': ' + method if method else ''} (a trustworthy map changes)", fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 0.93))

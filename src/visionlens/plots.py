@@ -18,7 +18,7 @@ from matplotlib import patches as mpatches  # noqa: E402
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 
 from .io import atomic_file  # noqa: E402
-from .render import save_image  # noqa: E402
+from .render import save_image, thumbnail  # noqa: E402
 
 GOOD, BAD = "#1a9850", "#d73027"
 
@@ -126,7 +126,8 @@ def scatter(
         ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False)
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.set_title(title, fontsize=9)
+    # wrapped to the axes' width (about 14 characters an inch at 9 pt): a long line was cut at the sides
+    ax.set_title("\n".join(textwrap.fill(line, 75) for line in title.splitlines()), fontsize=9)
     fig.tight_layout()
     return _save(fig, path)
 
@@ -138,19 +139,19 @@ def mosaic(
     cols: int,
     tile: Callable[[int], np.ndarray],
     tile_size: int = 48,
-    gap: int = 1,
+    gap: int | None = None,
 ) -> Any:
-    """Images laid on a rows x cols grid: point i goes to cells[i] = (row, col). Written as
-    PNG, or returned as an array when path is None."""
-    from PIL import Image
-
+    """Images laid on a rows x cols grid: point i goes to cells[i] = (row, col). Each tile
+    keeps its image's aspect ratio (letterboxed in white, as `render.thumbnail` fits it), at
+    any `tile_size`. The white gutter between tiles is `gap` px (default: a sixteenth of the
+    tile, at least 2): with 1 px, 8x8 digits on black ran together into vertical strips once
+    the mosaic was shown smaller than its size. Written as PNG, or returned as an array when
+    path is None."""
+    gap = max(2, tile_size // 16) if gap is None else gap
     step = tile_size + gap
     canvas = np.ones((rows * step - gap, cols * step - gap, 3), np.float32)
     for i, (r, c) in enumerate(cells):
-        img = Image.fromarray((np.clip(tile(i), 0, 1) * 255).astype(np.uint8))
-        method = Image.Resampling.NEAREST if max(img.size) < tile_size else Image.Resampling.BICUBIC
-        small = np.asarray(img.resize((tile_size, tile_size), method), np.float32) / 255.0
-        canvas[r * step : r * step + tile_size, c * step : c * step + tile_size] = small
+        canvas[r * step : r * step + tile_size, c * step : c * step + tile_size] = thumbnail(tile(i), tile_size)
     return canvas if path is None else save_image(path, canvas)
 
 

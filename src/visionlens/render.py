@@ -95,14 +95,40 @@ def upscale(a: np.ndarray, size: int) -> np.ndarray:
     return a.repeat(f, 0).repeat(f, 1)
 
 
-def thumbnail(image: np.ndarray, size: int) -> np.ndarray:
-    """An (H, W, 3) image in [0, 1] resized to size x size: nearest-neighbour for images
-    under 64 px (8x8 digits stay crisp), bicubic otherwise."""
+def thumbnail(image: np.ndarray, size: int, fill: float | tuple[float, float, float] = 1.0) -> np.ndarray:
+    """An (H, W, 3) image in [0, 1] fitted into a size x size tile, its aspect ratio kept
+    (letterboxed with `fill`, white by default). Small images (under 64 px) are enlarged
+    nearest-neighbour, by a whole factor when that fills most of the tile, so 8x8 digits stay
+    crisp with square pixels; others are resized bicubically (antialiased when shrunk).
+
+    Args:
+        image: (H, W, 3) RGB in [0, 1].
+        size: the tile's side, in px.
+        fill: the letterbox colour, a grey level or an RGB triple in [0, 1].
+
+    Returns:
+        (size, size, 3) float32 RGB in [0, 1], the image centred.
+
+    Example:
+        >>> thumbnail(np.zeros((8, 16, 3)), 48)[:, :, 0].mean()  # a 48 x 24 picture, white above and below
+        np.float32(0.5)
+    """
     from PIL import Image
 
-    img = Image.fromarray((np.clip(image, 0, 1) * 255).astype(np.uint8))
-    method = Image.Resampling.NEAREST if max(img.size) < 64 else Image.Resampling.BICUBIC
-    return np.asarray(img.resize((size, size), method), np.float32) / 255.0
+    img = Image.fromarray((np.clip(image, 0, 1) * 255).round().astype(np.uint8))
+    w, h = img.size
+    scale = size / max(w, h)
+    small = max(w, h) < 64 and scale >= 1
+    if small and int(scale) >= 4:  # whole-pixel enlargement: every source pixel the same size
+        scale = float(int(scale))
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    method = Image.Resampling.NEAREST if small else Image.Resampling.BICUBIC
+    fitted = np.asarray(img.resize((nw, nh), method), np.float32) / 255.0
+    out = np.empty((size, size, 3), np.float32)
+    out[:] = fill
+    y, x = (size - nh) // 2, (size - nw) // 2
+    out[y : y + nh, x : x + nw] = fitted
+    return out
 
 
 def filter_tiles(weights: Any) -> list[np.ndarray]:

@@ -127,7 +127,10 @@ def dream(
     octaves: Annotated[int, typer.Option(min=1)] = 4,
     octave_scale: Annotated[float, typer.Option(min=1.01)] = 1.4,
     steps: Annotated[int, typer.Option(min=1, help="steps per octave")] = 10,
-    lr: Annotated[float, typer.Option(min=0.0)] = 0.01,
+    strength: Annotated[
+        float, typer.Option(help="how far the picture may move, (0, 1]: 0.4 keeps the subject, 1 the classic look")
+    ] = 0.4,
+    lr: Annotated[float | None, typer.Option(min=0.0, help="step size (default: 0.01 x strength)")] = None,
     size: Annotated[int, typer.Option(min=32, max=4096, help="shorter side, px")] = 384,
     tile: Annotated[int, typer.Option(min=64, help="tile size for large images")] = 512,
     seed: SeedOpt = 0,
@@ -141,8 +144,9 @@ def dream(
     m, layer, path = model_and_layer(spec, layer, "dream", output, lambda n: f"{stem(image)}-dream-{n}.png")
     x = m.prepare(image, size=size)
     res = run(
-        m, x, layer, octaves=octaves, octave_scale=octave_scale, steps=steps, lr=lr, tile=tile, seed=seed, progress=True
-    )
+        m, x, layer, octaves=octaves, octave_scale=octave_scale, steps=steps, strength=strength, lr=lr, tile=tile,
+        seed=seed, progress=True,
+    )  # fmt: skip
     _finish(res, path, _save_first(path), save_array)
 
 
@@ -252,9 +256,21 @@ def texture(
 @grouped
 def style(
     content: ImageArg,
-    style_image: Annotated[str, typer.Argument(metavar="STYLE", help="style image")],
+    style_image: Annotated[
+        list[str], typer.Argument(metavar="STYLE...", help="style image(s); several are blended by --style-weights")
+    ],
+    strength: Annotated[
+        float, typer.Option(help="0 (the content unchanged) to 1 (the style's statistics throughout)")
+    ] = 1.0,
+    preserve_colour: Annotated[
+        bool, typer.Option("--preserve-colour", help="transfer luminance only; keep the content's colours")
+    ] = False,
+    style_weights: Annotated[
+        str | None, typer.Option(help="one weight per style image, e.g. 2,1 (default: equal)")
+    ] = None,
+    optimizer: Annotated[str, typer.Option(help="adam, or lbfgs (the papers' optimizer)")] = "adam",
     content_weight: Annotated[float, typer.Option(min=0.0)] = 1.0,
-    style_weight: Annotated[float, typer.Option(min=0.0)] = 30.0,
+    style_weight: Annotated[float, typer.Option(min=0.0)] = 10.0,
     size: Annotated[int, typer.Option(min=32, max=4096, help="shorter side of the result, px")] = 256,
     steps: StepsOpt = 200,
     seed: SeedOpt = 0,
@@ -266,12 +282,19 @@ def style(
     """Neural style transfer: the content image repainted with the style image's statistics."""
     from ..synthesis.recipes import style_transfer
 
-    path = output_path(output, f"{stem(content)}-style-{stem(style_image)}.png")
+    if optimizer not in ("adam", "lbfgs"):
+        raise ArgumentError(f"--optimizer must be adam or lbfgs, not {optimizer!r}")
+    try:
+        weights = [float(w) for w in comma_list(style_weights)] if style_weights is not None else None
+    except ValueError:
+        raise ArgumentError(f"--style-weights must be numbers separated by commas, not {style_weights!r}") from None
+    path = output_path(output, f"{stem(content)}-style-{'+'.join(stem(s) for s in style_image)}.png")
     m = spec.load()
     c = m.prepare(content, size=size)
-    s = m.prepare(style_image, size=size)
+    styles = [m.prepare(s, size=size) for s in style_image]
     res = style_transfer(
-        m, c, s, content_weight=content_weight, style_weight=style_weight, steps=steps, seed=seed, progress=True,
-        save_every=save_every, on_frame=_frames(path, save_every),
+        m, c, styles, strength=strength, style_weights=weights, preserve_colour=preserve_colour,
+        content_weight=content_weight, style_weight=style_weight, optimizer=optimizer, steps=steps, seed=seed,
+        progress=True, save_every=save_every, on_frame=_frames(path, save_every),
     )  # fmt: skip
     _finish(res, path, _save_first(path), save_array)

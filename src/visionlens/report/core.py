@@ -244,6 +244,8 @@ class Settings:
         smoothgrad_noise: SmoothGrad's noise, as a fraction of the image's value range.
         occlusion_window: occlusion window side, in px.
         occlusion_stride: occlusion stride, in px.
+        metric_steps: points on each deletion and insertion curve under the maps.
+        sanity_groups: layer groups re-initialized, one more at a time, by the sanity check.
         dream_octaves: DeepDream octaves.
         dream_steps: DeepDream steps per octave.
         invert_size: inversion side, in px.
@@ -270,6 +272,8 @@ class Settings:
     smoothgrad_noise: float = 0.15
     occlusion_window: int = 16
     occlusion_stride: int = 8
+    metric_steps: int = 50
+    sanity_groups: int = 8
     dream_octaves: int = 3
     dream_steps: int = 10
     invert_size: int = 128
@@ -293,6 +297,8 @@ class Settings:
             smoothgrad_samples=8,
             occlusion_window=32,
             occlusion_stride=16,
+            metric_steps=20,
+            sanity_groups=5,
             dream_steps=6,
             invert_steps=40,
             invert_size=112,

@@ -77,10 +77,12 @@ def _style_section(ctx: ReportContext, content: str, style: str) -> Section:
             "method": "style transfer (Gatys et al. 2016)",
             "content layer": content_layer,
             "style layers": ", ".join(used),
-            "style weight": 30.0,
+            "strength": 1.0,
+            "style weight": 10.0,
             "steps": s.style_steps,
             "size": s.style_size,
-            "Gram": "softmax-smoothed (Wang et al. 2021)",
+            "Gram": "plain on the shallower half, softmax-smoothed (Wang et al. 2021) on the deeper",
+            "colour": "RGB mean and covariance matched",
             "seed": s.seed,
         },
         lambda: _checked(
@@ -96,7 +98,8 @@ def _style_section(ctx: ReportContext, content: str, style: str) -> Section:
         ).images[0],
         title=f"{content} in the style of {style}",
         caption=f"Starting from {content}, Adam steps on the Fourier parameterization keep its {content_layer} "
-        f"features while matching the softmax-smoothed Gram matrices of {style}. "
+        f"features while matching the Gram matrices (softmax-smoothed on the deeper layers) and the pixel "
+        f"colour statistics of {style}. "
         "Raw array: the image in [0, 1], (3, H, W).",
         depends=[ckey, skey],
     )

@@ -199,13 +199,25 @@ def gram_loss(layer: str, target: torch.Tensor, smooth: bool = False) -> Objecti
     return Objective(fn, f"gram_loss({layer}{', smooth' if smooth else ''})", [layer])
 
 
-def colour_match(reference: torch.Tensor) -> Objective:
+def colour_stats(pictures: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The RGB mean (3,) and covariance (3, 3) of the first of (B, 3, H, W) pictures in [0, 1]."""
+    x = pictures.detach()[0].flatten(1)
+    mu = x.mean(1)
+    xc = x - mu[:, None]
+    return mu, xc @ xc.T / x.shape[-1]
+
+
+def colour_match(
+    reference: torch.Tensor | None = None, *, stats: tuple[torch.Tensor, torch.Tensor] | None = None
+) -> Objective:
     """Relative distance of the image's RGB mean and covariance from those of `reference`
-    ((1, 3, H, W) in [0, 1]): the Gram statistics of the pixels themselves. Subtract it."""
-    ref = reference.detach()[:1].flatten(2)
-    mu_t = ref.mean(2)
-    centred = ref - mu_t[..., None]
-    cov_t = centred @ centred.transpose(1, 2) / ref.shape[-1]
+    ((1, 3, H, W) in [0, 1]), or from given `stats` (mean, covariance) as `colour_stats`
+    makes them: the Gram statistics of the pixels themselves. Subtract it."""
+    if stats is None:
+        if reference is None:
+            raise ValueError("give a reference picture or its colour stats")
+        stats = colour_stats(reference)
+    mu_t, cov_t = stats[0].detach()[None], stats[1].detach()[None]
 
     def fn(s: State) -> torch.Tensor:
         x = s.image.flatten(2)

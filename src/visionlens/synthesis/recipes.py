@@ -32,6 +32,7 @@ from .objectives import (
     total_variation,
 )
 from .objectives import diversity as diversity_penalty
+from .style import style_transfer
 from .transforms import RandomRoll
 
 
@@ -108,7 +109,8 @@ def dream(
     octaves: int = 4,
     octave_scale: float = 1.4,
     steps: int = 10,
-    lr: float = 0.01,
+    strength: float = 0.4,
+    lr: float | None = None,
     tile: int = 512,
     jitter: int = 32,
     seed: int | None = 0,
@@ -118,6 +120,10 @@ def dream(
     L2 over an octave pyramid, with random circular shifts each step. Images larger than
     `tile` are processed in tiles; the shift moves the seams every step so none show.
 
+    `strength` scales the step: at the default 0.4 the subject stays recognizable (chelsea
+    at 384 px, blocks.3: SSIM 0.73 to the input); 1 gives the classic, fully dreamed look
+    (SSIM about 0.4).
+
     Args:
         model: a `Model` or any `nn.Module`.
         image: model input as `model.prepare` makes it, (B, 3, H, W).
@@ -126,7 +132,8 @@ def dream(
         octaves: pyramid levels (fewer when a level would be under 32 px).
         octave_scale: the size ratio between levels (> 1).
         steps: normalized gradient steps per octave.
-        lr: the step size, in picture units.
+        strength: how far the picture may move, in (0, 1].
+        lr: the step size, in picture units (default: 0.01 x strength).
         tile: the largest side, in px, evaluated at once.
         jitter: the largest random circular shift per step, in px.
         seed: seed of the shifts.
@@ -146,6 +153,9 @@ def dream(
     map_layout(model, layer)
     if octaves < 1 or octave_scale <= 1.0:
         raise ArgumentError("`octaves` must be >= 1 and `octave_scale` > 1")
+    if not 0.0 < strength <= 1.0:
+        raise ArgumentError(f"`strength` must be in (0, 1], not {strength:g}")
+    step = 0.01 * strength if lr is None else lr
     base = model.to_image(image.to(model.device))  # the pyramid and the detail live in picture space
     pyramid = [base]
     for _ in range(octaves - 1):
@@ -168,7 +178,7 @@ def dream(
             init=model.to_input(start),
             param="raw",
             steps=steps,
-            lr=lr,
+            lr=step,
             optimizer="normalized",
             transforms=RandomRoll(jitter, gen),
             tile=tile,
@@ -374,83 +384,6 @@ def texture(
         model,
         objective,
         size=size,
-        steps=steps,
-        lr=lr,
-        optimizer=optimizer,
-        param=param,
-        transforms=None,
-        redirect_steps=0,
-        seed=seed,
-        **engine,
-    )
-
-
-def style_transfer(
-    model: Model | torch.nn.Module,
-    content: torch.Tensor,
-    style: torch.Tensor,
-    *,
-    content_layer: str | None = None,
-    style_layers: Sequence[str] | None = None,
-    content_weight: float = 1.0,
-    style_weight: float = 30.0,
-    steps: int = 200,
-    lr: float = 0.05,
-    smooth: bool = True,
-    param: str = "fourier",
-    optimizer: str = "adam",
-    seed: int | None = 0,
-    **engine: Any,
-) -> Result:
-    """Neural style transfer (Gatys et al. 2016), starting from the content image.
-
-    The style's Gram matrices use softmax-smoothed activations (Wang et al. 2021): with plain
-    Gram matrices EfficientNet's features paint the style image's objects into the result
-    (a cup over the cat) and the content is lost. Adam on the decorrelated Fourier
-    parameterization stylizes more strongly than L-BFGS in the same time; pass
-    optimizer="lbfgs", lr=1 for the classic optimizer.
-
-    Args:
-        model: a `Model` or any `nn.Module`.
-        content: model input as `model.prepare` makes it (first image used).
-        style: model input too; resized to the content's size when it differs.
-        content_layer: the layer whose features keep the content (default: a deep one chosen
-            from structure, `layers.default_layer(model, "content")`).
-        style_layers: the layers whose Gram matrices carry the style (default:
-            `layers.style_layers(model)`).
-        content_weight: the weight of the content loss.
-        style_weight: the weight of the style loss.
-        steps: optimization steps.
-        lr: the optimizer's learning rate.
-        smooth: softmax-smoothed Gram matrices (recommended for non-VGG networks).
-        param: "fourier" or "pixel".
-        optimizer: "adam", "lbfgs" or "normalized".
-        seed: seed of the transforms and noise.
-        **engine: passed on to `synthesize`.
-
-    Returns:
-        A `Result` with one (3, H, W) picture in [0, 1], the size of `content`.
-
-    Example:
-        >>> model = vl.load_model()
-        >>> r = vl.style_transfer(model, model.prepare("chelsea", size=96), model.prepare("coffee"), steps=8)
-        >>> r.images.shape
-        torch.Size([1, 3, 96, 144])
-    """
-    model = as_model(model)
-    if style.shape[-2:] != content.shape[-2:]:
-        style = model.to_input(_resize(model.to_image(style.to(model.device)), (content.shape[-2], content.shape[-1])))
-    content_layer = content_layer or default_layer(model, "content")
-    style_layers = list(style_layers or default_style_layers(model))
-    c = activations(model, content[:1], content_layer, as_map=True)
-    s = activations(model, style[:1], style_layers, as_map=True)
-    objective = -content_weight * feature_loss(content_layer, c) - style_weight * _total(
-        [gram_loss(n, gram(s[n], smooth), smooth) for n in style_layers]
-    )
-    return synthesize(
-        model,
-        objective,
-        init=content[:1],
         steps=steps,
         lr=lr,
         optimizer=optimizer,
