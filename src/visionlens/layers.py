@@ -63,10 +63,17 @@ class LayerInfo:
 
 def dry_run(model: Model | nn.Module, input_size: int | None = None) -> Trace:
     """One forward pass of a zero image (default: the model's input size), recording every
-    module's call order and output shape."""
+    module's call order and output shape; in eval mode, without gradients, leaving the
+    model's mode as it was."""
     model = as_model(model)
     size = input_size or model.preprocessing.input_size
-    return trace(model.net, torch.zeros(1, 3, size, size, device=model.device))
+    was_training = model.net.training
+    model.net.eval()  # in training mode a dry run would move the BatchNorm statistics
+    try:
+        with torch.no_grad():
+            return trace(model.net, torch.zeros(1, 3, size, size, device=model.device))
+    finally:
+        model.net.train(was_training)
 
 
 _FIXED: weakref.WeakKeyDictionary[nn.Module, int | None] = weakref.WeakKeyDictionary()

@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ArgumentError, did_you_mean
-from ..layers import last_spatial_layer, map_layout
 from ..layermaps import MapLayout
+from ..layers import last_spatial_layer, map_layout
 from ..models import Model, as_model
 from ..probe import Probe, resolve_layer
 from ._common import Target, batched_scores, check_positive, input_gradient
@@ -33,6 +33,14 @@ from .targets import BoundTarget, bind, output_tensor
 
 # (activations, gradients), both (B, C, h, w) -> (B, h, w) map before the ReLU
 Combine = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _resolve(model: Model, x: torch.Tensor, layer: str | None) -> tuple[str, MapLayout]:
+    """The layer (default: the last spatial one) and its layout, from dry runs made in eval
+    mode (in training mode they would update a network's BatchNorm statistics)."""
+    with Probe(model.net):
+        layer = layer or last_spatial_layer(model, x.shape[-1])
+        return layer, map_layout(model, layer)
 
 
 def _finish(cam: torch.Tensor, x: torch.Tensor, upsample: bool) -> torch.Tensor:
@@ -57,18 +65,18 @@ def _gradient_cam(
     model = as_model(model)
     check_positive(batch_size=batch_size)
     x = x.to(model.device)
-    layer = layer or last_spatial_layer(model, x.shape[-1])
-    layout = map_layout(model, layer)
+    layer, layout = _resolve(model, x, layer)
     hw = (x.shape[-2], x.shape[-1])
-    # one pass binds the target on its own output; more passes share a target bound on all images
-    bound = None if x.shape[0] <= batch_size else bind(model, x, target, softmax)
     cams = []
-    for start in range(0, x.shape[0], batch_size):
-        rows = torch.arange(start, min(x.shape[0], start + batch_size))
-        part = None if bound is None else bound.take(rows)
-        _, _, cap = input_gradient(model, x[rows], target, softmax, layers=[layer], bound=part, need_input=False)
-        act, grad = (layout.to_nchw(t, hw).float() for t in cap[layer])
-        cams.append(combine(act, grad))
+    with Probe(model.net):  # eval mode, restored after
+        # one pass binds the target on its own output; more share a target bound on all images
+        bound = None if x.shape[0] <= batch_size else bind(model, x, target, softmax)
+        for start in range(0, x.shape[0], batch_size):
+            rows = torch.arange(start, min(x.shape[0], start + batch_size))
+            part = None if bound is None else bound.take(rows)
+            _, _, cap = input_gradient(model, x[rows], target, softmax, layers=[layer], bound=part, need_input=False)
+            act, grad = (layout.to_nchw(t, hw).float() for t in cap[layer])
+            cams.append(combine(act, grad))
     return _finish(torch.cat(cams), x, upsample)
 
 
@@ -236,30 +244,52 @@ def layercam(
 
 def _clean_pass(
     model: Model, x: torch.Tensor, target: Target, layer: str, softmax: bool
-) -> tuple[torch.Tensor, BoundTarget, MapLayout]:
-    """One inference pass: the layer's output in its own layout, the target bound on the
-    output, and the layout. Call inside inference mode."""
+) -> tuple[torch.Tensor, torch.Tensor, BoundTarget]:
+    """One inference pass: the layer's output in its own layout, the target's (B,) scores and
+    the target bound on the output. Call inside inference mode."""
     with Probe(model.net, [layer]) as probe:
         out = model.net(x)
         native = probe[layer]
-    return native, bind(model, x, target, softmax, output=out), map_layout(model, layer)
+    bound = bind(model, x, target, softmax, output=out)
+    return native, bound(out).float().cpu(), bound
 
 
 class _Runner:
-    """`net`'s forward pass on batches of images laid out channels-last on the CPU, where
-    convolutions run about twice as fast so; as given on other devices, or from the first
-    batch a network refuses that layout in (a `.view` of a map)."""
+    """A context giving `net`'s forward pass on batches of copies, fast on the CPU: there the
+    convolution weights are laid out channels-last while inside (their `.data` swapped, and
+    swapped back on exit) and so are the batches, which makes convolutions up to twice as
+    fast. As given on other devices, and from the first batch on that the network refuses
+    that layout in (a `.view` of a map or weight)."""
 
     def __init__(self, net: nn.Module) -> None:
         self.net = net
-        self.channels_last = True
+        self.channels_last = False
+        self.saved: list[tuple[nn.Parameter, torch.Tensor]] = []
+
+    def __enter__(self) -> _Runner:
+        params = [p for p in self.net.parameters() if p.ndim == 4 and p.device.type == "cpu"]
+        self.channels_last = bool(params)
+        with torch.inference_mode(False), torch.no_grad():
+            for p in params:
+                self.saved.append((p, p.data))
+                p.data = p.data.contiguous(memory_format=torch.channels_last)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._restore()
+
+    def _restore(self) -> None:
+        for p, data in self.saved:
+            p.data = data
+        self.saved.clear()
 
     def __call__(self, x: torch.Tensor) -> Any:
-        if self.channels_last and x.ndim == 4 and x.device.type == "cpu":
+        if self.channels_last and x.ndim == 4:
             try:
                 return self.net(x.contiguous(memory_format=torch.channels_last))
             except RuntimeError:
                 self.channels_last = False
+                self._restore()
         return self.net(x)
 
 
@@ -300,10 +330,10 @@ def scorecam(
     model = as_model(model)
     check_positive(batch_size=batch_size)
     x = x.to(model.device)
-    layer = layer or last_spatial_layer(model, x.shape[-1])
+    layer, layout = _resolve(model, x, layer)
     hw = (x.shape[-2], x.shape[-1])
     with torch.inference_mode():
-        native, bound, layout = _clean_pass(model, x, target, layer, softmax)
+        native, _, bound = _clean_pass(model, x, target, layer, softmax)
         act = layout.to_nchw(native, hw).float()
         b, c = act.shape[:2]
         flat = act.flatten(2)
@@ -320,7 +350,8 @@ def scorecam(
             mask = ((up - lo) / (hi - lo + 1e-8)) * (ch >= 0)[:, None]
             return x[own] * mask.view(-1, 1, *hw).to(x.dtype)
 
-        scores = batched_scores(_Runner(model.net), bound, owners, masked, batch_size).to(x.device)
+        with Probe(model.net), _Runner(model.net) as run:  # eval mode, frozen parameters: restored after
+            scores = batched_scores(run, bound, owners, masked, batch_size).to(x.device)
         n = int(live.sum())
         table = scores[n:, None].expand(b, c).clone()  # the blank copy's score for dead channels
         table[live] = scores[:n]
@@ -372,34 +403,39 @@ def _ablation_scores(
     the copies (a residual stream read again after the layer does), which is checked on two
     channels against running every copy through the whole network; otherwise it does."""
     b = native.shape[0]
-    whole = _ablation_pass(net, x, native, layout, layer, bound, broadcast=False)
-    probe = torch.tensor([0, c - 1])
-    reference = whole(0, probe)
-    try:
-        fast = _ablation_pass(net, x, native, layout, layer, bound, broadcast=True)
-        same = torch.allclose(fast(0, probe), reference, rtol=1e-4, atol=1e-5 * float(reference.abs().max()))
-    except (RuntimeError, AssertionError, ValueError):  # shapes that do not broadcast: run whole copies
-        same = False
-    run = fast if same else whole
-    scores = torch.empty(b, c)
-    for i in range(b):
-        for start in range(0, c, batch_size):
-            chans = torch.arange(start, min(c, start + batch_size))
-            scores[i, chans] = run(i, chans)
+    with _Runner(net) as forward:
+        whole = _ablation_pass(forward, x, native, layout, layer, bound, broadcast=False)
+        probe = torch.tensor([0, c - 1])
+        reference = whole(0, probe)
+        try:
+            fast = _ablation_pass(forward, x, native, layout, layer, bound, broadcast=True)
+            same = torch.allclose(fast(0, probe), reference, rtol=1e-4, atol=1e-5 * float(reference.abs().max()))
+        except (RuntimeError, AssertionError, ValueError):  # shapes that do not broadcast: run whole copies
+            same = False
+        run = fast if same else whole
+        scores = torch.empty(b, c)
+        for i in range(b):
+            for start in range(0, c, batch_size):
+                chans = torch.arange(start, min(c, start + batch_size))
+                scores[i, chans] = run(i, chans)
     return scores
 
 
 def _ablation_pass(
-    net: nn.Module, x: torch.Tensor, native: torch.Tensor, layout: MapLayout, layer: str, bound: BoundTarget, broadcast: bool
+    forward: _Runner,
+    x: torch.Tensor,
+    native: torch.Tensor,
+    layout: MapLayout,
+    layer: str,
+    bound: BoundTarget,
+    broadcast: bool,
 ) -> Callable[[int, torch.Tensor], torch.Tensor]:
     """A function (image i, channels) -> scores of image i with each of those channels ablated."""
-
-    forward = _Runner(net)
 
     def run(i: int, chans: torch.Tensor) -> torch.Tensor:
         copies = _ablated(native[i : i + 1], layout, chans)
         inputs = x[i : i + 1] if broadcast else x[i : i + 1].expand(len(chans), *x.shape[1:])
-        with _output_replaced(net, layer, lambda: copies):
+        with _output_replaced(forward.net, layer, lambda: copies):
             out = forward(inputs)
         if output_tensor(out).shape[0] != len(chans):
             raise RuntimeError("the output has one row per input, not one per ablated copy")
@@ -449,13 +485,12 @@ def ablationcam(
     model = as_model(model)
     check_positive(batch_size=batch_size)
     x = x.to(model.device)
-    layer = layer or last_spatial_layer(model, x.shape[-1])
+    layer, layout = _resolve(model, x, layer)
     hw = (x.shape[-2], x.shape[-1])
     with torch.inference_mode():
-        native, bound, layout = _clean_pass(model, x, target, layer, softmax)
+        native, clean, bound = _clean_pass(model, x, target, layer, softmax)
         act = layout.to_nchw(native, hw).float()
         with Probe(model.net):  # eval mode and frozen parameters, restored after
-            clean = bound(model.net(x)).float().cpu()
             ablated = _ablation_scores(model.net, x, native, act.shape[1], layout, layer, bound, batch_size)
         denom = torch.where(clean == 0, torch.ones_like(clean), clean)[:, None]
         weights = ((clean[:, None] - ablated) / denom).to(act.device)
@@ -499,8 +534,7 @@ def eigencam(
     model = as_model(model)
     check_positive(batch_size=batch_size)
     x = x.to(model.device)
-    layer = layer or last_spatial_layer(model, x.shape[-1])
-    layout = map_layout(model, layer)
+    layer, layout = _resolve(model, x, layer)
     hw = (x.shape[-2], x.shape[-1])
     maps = []
     with torch.inference_mode(), Probe(model.net, [layer]) as probe:

@@ -81,6 +81,13 @@ METHODS: dict[str, MapFn] = {
     "occlusion": _occlusion,
     "rollout": _rollout,
 }
+"""Every attribution method by name, each `fn(model, x, target, **options) -> (B, H, W)` at the
+input's size: gradient, smoothgrad, guided, ig, the CAM family, occlusion, rollout.
+
+Example:
+    >>> list(vl.attribution.METHODS)[:4]
+    ['gradient', 'smoothgrad', 'guided', 'ig']
+"""
 
 
 def available_methods(model: Model | torch.nn.Module) -> list[str]:

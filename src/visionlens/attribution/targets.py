@@ -434,7 +434,11 @@ def bind(
 
     model = as_model(model)
     if output is None:
+        was_training = model.net.training
         model.net.eval()
-        with torch.no_grad():
-            output = model.net(x.to(model.device))
+        try:
+            with torch.no_grad():
+                output = model.net(x.to(model.device))
+        finally:
+            model.net.train(was_training)
     return as_target(target, softmax).bind(model, output)
