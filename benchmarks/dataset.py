@@ -5,8 +5,13 @@
 - memory: peak RSS of a pass over 20,000 generated images vs 2,000 (each in its own process).
 - knn: visionlens.knn vs FAISS's IndexFlatIP called directly, 100,000 x 1,280 features.
 - tsne: visionlens embed(method="tsne") vs openTSNE called directly (same PCA-50 step), 10,000 points.
+- approx: the approximate index (IVF-Flat, nprobe tuned to recall@10 >= 0.95) vs exact FAISS
+  search on N x 1,280 synthetic clustered features (--approx-n, default 1,000,000): build time,
+  recall@10 on 1,000 fresh queries, speed-up, memory.
+- ray: the pass on Ray (local instance, 1 and 2 actors) vs the local pass vs a bare loop, on
+  generated images (--ray-n); Ray's start-up time apart.
 
-    python benchmarks/dataset.py [--only extraction,memory,knn,tsne] [--threads N] [--repeats N] [--quick]
+    python benchmarks/dataset.py [--only extraction,memory,knn,tsne,approx,ray] [--threads N] [--repeats N] [--quick]
 """
 
 from __future__ import annotations
@@ -176,9 +181,93 @@ def tsne_bench(repeats: int, n: int) -> None:
     )
 
 
+def clustered(n: int, d: int, seed: int = 0) -> np.ndarray:
+    """n x d synthetic 'network features': clusters in a 64-dim latent space lifted through a
+    random projection and a ReLU, plus noise (structure as real features have; uniform noise
+    has no neighbours worth finding)."""
+    rng = np.random.default_rng(seed)
+    latent = 64
+    proj = (rng.standard_normal((latent, d)) / np.sqrt(latent)).astype(np.float32)
+    centres = rng.standard_normal((max(10, n // 1000), latent)).astype(np.float32)
+    out = np.empty((n, d), np.float32)
+    for s in range(0, n, 65536):
+        m = min(65536, n - s)
+        z = centres[rng.integers(0, len(centres), m)] + 0.7 * rng.standard_normal((m, latent)).astype(np.float32)
+        out[s : s + m] = np.maximum(z @ proj, 0) + 0.05 * rng.standard_normal((m, d)).astype(np.float32)
+    return out
+
+
+def approx_bench(n: int, dim: int, queries: int) -> None:
+    import resource
+
+    import faiss
+
+    from visionlens.dataset.ann import build_index
+
+    data = clustered(n + queries, dim)
+    faiss.normalize_L2(data)  # in place: the exact baseline searches normalized rows, as the index does
+    x, q = data[:n], data[n:]  # queries: new points of the same distribution, not rows of the index
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    ix = build_index(x, k=10, target_recall=0.95)
+    t = time.perf_counter()
+    _, truth = faiss.knn(q, x, 10, metric=faiss.METRIC_INNER_PRODUCT)  # exact brute force, no copy
+    t_exact = time.perf_counter() - t
+    t = time.perf_counter()
+    _, found = ix.index.search(q, 10)
+    t_ann = time.perf_counter() - t
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth, strict=True)])
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(
+        f"approximate kNN, {n} x {dim} clustered features, {queries} fresh queries, k=10, "
+        f"{faiss.omp_get_max_threads()} threads:"
+    )
+    print(f"  {ix.describe()}; built (train + add + tune) in {ix.build_seconds:.1f} s")
+    print(
+        f"  exact FAISS flat {queries / t_exact:.0f} q/s   approximate {queries / t_ann:.0f} q/s   "
+        f"speed-up {t_exact / t_ann:.1f}x (target >= 10x)   recall@10 on fresh queries {recall:.3f} (target >= 0.95)"
+    )
+    print(
+        f"  memory: features {x.nbytes / 2**20:.0f} MiB, index {ix.memory_bytes / 2**20:.0f} MiB; "
+        f"peak RSS {rss:.0f} MiB ({rss0:.0f} MiB before the index)"
+    )
+
+
+def ray_bench(n: int, batch: int) -> None:
+    import ray
+
+    import visionlens as vl
+    from visionlens.dataset import open_dataset, run_pass
+
+    model = vl.load_model()
+    tmp = Path(tempfile.mkdtemp(prefix="vl-ray-"))
+    coll = open_dataset(make_images(tmp / "images", n, 256))
+    t = time.perf_counter()
+    run_pass(model, coll, ["bn2"], batch_size=batch, workers=1, cache_dir=tmp / "local")
+    t_local = time.perf_counter() - t
+    t = time.perf_counter()
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    t_init = time.perf_counter() - t
+    times = {}
+    try:
+        for actors in (1, 2):
+            t = time.perf_counter()
+            run_pass(
+                model, coll, ["bn2"], batch_size=batch, workers=actors, engine="ray", cache_dir=tmp / f"ray{actors}"
+            )
+            times[actors] = time.perf_counter() - t
+    finally:
+        ray.shutdown()
+    print(f"Ray pass, {n} images 256 px -> 224, EfficientNet-Lite0, batch {batch}, {os.cpu_count()} CPUs:")
+    print(f"  ray.init {t_init:.1f} s (paid once per process)   local run_pass {n / t_local:.1f} img/s")
+    for actors, t_r in times.items():
+        print(f"  Ray, {actors} actor(s): {t_r:.1f} s, {n / t_r:.1f} img/s = {t_local / t_r:.0%} of the local pass")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--only", default="extraction,memory,knn,tsne")
+    ap.add_argument("--only", default="extraction,memory,knn,tsne,approx,ray")
+    ap.add_argument("--approx-n", type=int, default=1_000_000, help="rows of the approximate-kNN benchmark")
+    ap.add_argument("--ray-n", type=int, default=10_000, help="images of the Ray benchmark")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
@@ -199,6 +288,10 @@ def main() -> None:
         knn_bench(a.repeats, 10_000 if a.quick else 100_000, 1280, 100 if a.quick else 1000)
     if "tsne" in only:
         tsne_bench(a.repeats, 1000 if a.quick else 10_000)
+    if "approx" in only:
+        approx_bench(20_000 if a.quick else a.approx_n, 1280, 1000)
+    if "ray" in only:
+        ray_bench(64 if a.quick else a.ray_n, 32)
 
 
 if __name__ == "__main__":

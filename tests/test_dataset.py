@@ -263,3 +263,18 @@ def test_cache_write_failure_keeps_previous_cache(digits_model: vl.Model, tmp_pa
     assert {p: p.read_bytes() for p in done.cache_dir.iterdir()} == before
     assert run_pass(digits_model, coll, [DIGITS_LAYER], cache_dir=tmp_path).reused
     assert issubclass(CacheError, VisionlensError)
+
+
+def test_large_maps_fit_a_sample_and_place_the_rest(digits_pass) -> None:  # type: ignore[no-untyped-def]
+    x = np.asarray(digits_pass.features(DIGITS_LAYER))
+    labels = np.asarray(digits_pass.collection.labels)
+    emb = embed(x, "tsne", list(labels), fit_points=600)  # UMAP takes the same path (its JIT: 15 s)
+    assert emb.coords.shape == (1797, 2) and np.isfinite(emb.coords).all()
+    assert "fitted on 600 of 1,797 points" in emb.params
+    assert emb.trustworthiness >= 0.85
+    # the placed points land among fitted points of their own class
+    fit = np.sort(np.random.default_rng(0).choice(1797, 600, replace=False))
+    rest = np.setdiff1d(np.arange(1797), fit)
+    d = ((emb.coords[rest][:, None] - emb.coords[fit][None]) ** 2).sum(-1)
+    nearest = fit[np.argmin(d, axis=1)]
+    assert (labels[nearest] == labels[rest]).mean() >= 0.9

@@ -61,7 +61,7 @@ def test_embed_on_digits(tmp_path: Path, capsys: pytest.CaptureFixture[str], cac
     assert "trustworthiness" in text and "explained variance" in text
     _picture(out)
     mosaic = _picture(tmp_path / "map-mosaic.png")
-    assert mosaic.shape[0] == 10 * 48 + 9  # 100 tiles on a 10 x 10 grid, 1-px gaps
+    assert mosaic.shape[0] == 10 * 48 + 9 * 3  # 100 tiles on a 10 x 10 grid, 3-px gutters
 
 
 def test_embed_html_output_is_the_map_page(
@@ -115,6 +115,11 @@ def test_neighbors_of_outside_query_on_samples(
         # library errors name parameters in backticks; the CLI writes them as the command's flags
         (["neighbors", "digits", "-m", "digits_cnn", "--pool", "maxx"], "--pool must be mean or max"),
         (["neighbors", "digits", "-m", "digits_cnn", "--cache", "{tmp}/afile"], "choose another folder with --cache"),
+        (["neighbors", "digits", "-m", "digits_cnn", "--engine", "spark"], "--engine must be local or ray"),
+        (
+            ["neighbors", "digits", "-m", "digits_cnn", "--engine", "ray", "--address", "127.0.0.1:9"],
+            "cannot reach the Ray cluster at --address 127.0.0.1:9",
+        ),
     ],
 )
 def test_bad_input_one_line_exit_2(

@@ -40,6 +40,13 @@ class PassOptions:
         Path | None,
         typer.Option("--cache", help="feature cache folder (default: $VISIONLENS_CACHE or ~/.cache/visionlens)"),
     ] = None
+    engine: Annotated[
+        str, typer.Option("--engine", help="local (this process) or ray (Ray Data and an actor pool; pip install ray)")
+    ] = "local"
+    address: Annotated[
+        str | None,
+        typer.Option("--address", help="Ray cluster for --engine ray: HOST:PORT from `ray start --head`, or auto"),
+    ] = None
 
 
 def _pass(
@@ -56,7 +63,7 @@ def _pass(
     layer = opts.layer or last_spatial_layer(m, m.preprocessing.input_size)
     res = run_pass(
         m, coll, [layer], pool=pool, topk=topk, batch_size=opts.batch_size, workers=opts.workers,
-        cache_dir=opts.cache_dir, predict=predict, progress=True,
+        cache_dir=opts.cache_dir, predict=predict, progress=True, engine=opts.engine, address=opts.address,
     )  # fmt: skip
     if res.skipped:
         out.print(f"skipped {len(res.skipped)} unreadable image(s):")
@@ -77,6 +84,14 @@ def neighbors(
     k: Annotated[int, typer.Option("-k", min=1, help="neighbours per query")] = 8,
     queries: Annotated[int, typer.Option("--queries", min=1, help="dataset queries when no --query")] = 6,
     pool: PoolOpt = "mean",
+    approx: Annotated[
+        bool | None,
+        typer.Option(
+            "--approx/--exact",
+            help="approximate search (a FAISS IVF index tuned to recall@10 >= 0.95, measured and printed) or exact; "
+            "default: approximate from 200,000 images on",
+        ),
+    ] = None,
     spec: ModelSpec = ModelSpec(),
     opts: PassOptions = PassOptions(),
     output: PngOut = None,
@@ -100,7 +115,9 @@ def neighbors(
     path = output_path(output, f"neighbors-{stem(dataset)}.png")
     m, res, layer = _pass(dataset, spec, opts, pool)
     coll = res.collection
-    nb = find(m, res, layer, k, None if query else default_queries(coll, queries), query or (), opts.cache_dir)
+    nb = find(m, res, layer, k, None if query else default_queries(coll, queries), query or (), opts.cache_dir, approx)
+    if nb.approx:
+        out.print(nb.approx)
 
     def tiles(idx: Any, dist: Any, q: int) -> list[tuple[Any, str, bool | None]]:
         ql = nb.query_labels[q]
