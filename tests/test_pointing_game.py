@@ -84,3 +84,34 @@ def test_pointing_game_counts_hits() -> None:
     boxes = np.array([[8, 20, 10, 14]] * 3)
     assert pointing_game(maps, boxes).tolist() == [True, False, False]
     assert pointing_game(maps, boxes, tolerance=1).tolist() == [True, True, True]
+
+
+# the README's "Which map to trust" table, checked on a third of its canvases (the suite's time):
+# methods that must point at the digit on >= 90% of them, per model (those the table puts well
+# above 90%); every method must beat a random map on all three numbers
+POINTING = {
+    "digits_canvas_cnn": ["guided", "ig", "gradcam", "gradcam++", "hirescam", "xgradcam", "layercam", "scorecam",
+                          "ablationcam", "eigencam", "occlusion"],
+    "digits_vit": ["gradient", "ig", "scorecam", "occlusion", "rollout"],
+}  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("spec", ["digits_canvas_cnn", "digits_vit"])
+def test_which_map_to_trust(spec: str, canvases: Canvases) -> None:
+    from visionlens.attribution import attribution, available_methods, deletion_insertion
+
+    model = vl.load_model(spec)
+    c = canvases.subset(slice(0, 64))
+    x, y = c.tensor(), torch.from_numpy(c.labels)
+    options = {"occlusion": {"window": 4}, "ig": {"steps": 32}, "smoothgrad": {"samples": 16}}
+    rand = torch.rand(len(y), 32, 32, generator=torch.Generator().manual_seed(0))
+    d0, i0 = deletion_insertion(model, x[:32], rand[:32], y[:32], steps=16, batch_size=128)
+    for method in available_methods(model):
+        maps = attribution(model, x, method, y, **options.get(method, {}))
+        hits = float(pointing_game(maps, c.boxes, tolerance=TOLERANCE).mean())
+        d, i = deletion_insertion(model, x[:32], maps[:32], y[:32], steps=16, batch_size=128)
+        print(f"{spec} {method}: pointing {hits:.1%}, deletion {d.auc.mean():.3f}, insertion {i.auc.mean():.3f}")
+        if method in POINTING[spec]:
+            assert hits >= THRESHOLD, (method, hits)
+        assert hits > 0.3 and d.auc.mean() < d0.auc.mean() and i.auc.mean() > i0.auc.mean(), method

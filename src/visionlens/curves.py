@@ -116,7 +116,8 @@ def randomization_figure(
     grid = fig.add_gridspec(2, steps + 1, height_ratios=[1, 1.1])
     for s in range(steps + 1):
         ax = fig.add_subplot(grid[0, s])
-        ax.imshow(overlay(img, r.maps[s, index].numpy(), "jet", 0.6))
+        heat = r.maps[s, index].numpy()
+        ax.imshow(overlay(img, heat - heat.min(), "jet", 0.6))  # a flat map shows as no colour at all
         ax.set_title("trained" if s == 0 else f"+{s}", fontsize=8)
         ax.axis("off")
     ax = fig.add_subplot(grid[1, :])

@@ -224,11 +224,10 @@ def evaluate(
             def method(mm: Any, xx: Any, tt: Any, name: str = s.method) -> Any:
                 return A.attribution(mm, xx, name, tt, layer=layer)
 
-            r = cascading_randomization(m, x, method, ev.target)
-            sanity_rho[s.method] = float(r.spearman.mean())
-            written.append(
-                randomization_figure(r, pictures[0], path.with_name(f"{path.stem}-sanity-{s.method}.png"), s.method)
-            )
+            check = cascading_randomization(m, x, method, ev.target)
+            sanity_rho[s.method] = float(check.spearman_abs.mean())
+            figure = path.with_name(f"{path.stem}-sanity-{s.method}.png")
+            written.append(randomization_figure(check, pictures[0], figure, s.method))
     table = Table(title=f"{m.name}: {ev.target.label}, {len(images)} image(s), means; curves of the {ev.score_kind}")
     table.add_column("method")
     table.add_column("seconds", justify="right")
@@ -239,7 +238,7 @@ def evaluate(
     for _, title in shown:
         table.add_column(title, justify="right")
     if sanity:
-        table.add_column("randomization Spearman (near 0 better)", justify="right")
+        table.add_column("randomized: Spearman of |map| (lower better)", justify="right")
     for row in rows:
         best = [ev.best(k) == row["method"] for k, _ in shown]
         cells = [f"[bold]{row[k]:.3f}[/bold]" if b else f"{row[k]:.3f}" for (k, _), b in zip(shown, best, strict=True)]
