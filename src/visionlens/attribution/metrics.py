@@ -159,7 +159,8 @@ def deletion_insertion(
     def build(start: torch.Tensor, end: torch.Tensor) -> Callable[[slice], torch.Tensor]:
         def make(sl: slice) -> torch.Tensor:
             o = owners[sl].to(x.device)
-            return torch.where(first[o] <= k[sl], end[o], start[o])
+            # channels-last: about 2x faster convolutions on CPU (said, not left to broadcasting)
+            return torch.where(first[o] <= k[sl], end[o], start[o]).contiguous(memory_format=torch.channels_last)
 
         return make
 
@@ -291,7 +292,7 @@ def road(
                 n = int(round(f * hw))
                 removed = ranks[i] < n if most_first else ranks[i] >= hw - n
                 imgs.append(linear_impute(x[i], removed, noise, seed=i))
-        batch = torch.stack(imgs)
+        batch = torch.stack(imgs).contiguous(memory_format=torch.channels_last)
         owners = torch.arange(b).repeat_interleave(fr.size)
         s = batched_scores(model.net.eval(), bound, owners, batch.__getitem__, batch_size)
         curves.append(Curve(fr, s.view(b, fr.size).numpy(), "road-morf" if most_first else "road-lerf"))
