@@ -345,7 +345,7 @@ def test_cli_evaluate(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
                           "gradient,gradcam,ig", "--steps", "8", "--metrics", "deletion,insertion,road", "--sanity",
                           "-o", str(out), "--save-array")  # fmt: skip
     assert code == 0, err
-    assert all(m in text for m in ("gradient", "gradcam", "ig", "deletion AUC", "ROAD MoRF", "randomization"))
+    assert all(m in text for m in ("gradient", "gradcam", "ig", "deletion AUC", "ROAD MoRF", "randomized"))
     check_picture(out)
     for m in ("gradient", "gradcam", "ig"):
         check_picture(tmp_path / f"e-sanity-{m}.png")

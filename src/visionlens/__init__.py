@@ -15,6 +15,7 @@ importing the package does not import torch.
   `synthesize`, `objectives`, `Result`
 - dataset views: `open_dataset`, `run_pass`, `PassResult`, `neighbors`, `embed`, `top_patches`
 - report: `build_report`
+- notebooks: `show` (draws any result), `explain`, `Explanation` (a map with its context)
 - errors: `VisionlensError`
 
 Subpackages: `vl.attribution`, `vl.synthesis`, `vl.dataset`, `vl.report`.
@@ -27,6 +28,7 @@ function that makes pictures returns RGB in [0, 1] (`model.to_image(x)` converts
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
@@ -85,6 +87,10 @@ _NAMES: dict[str, str] = {
     "top_patches": ".dataset.views",
     # report
     "build_report": ".report.build",
+    # notebooks
+    "show": ".display",
+    "explain": ".explanation",
+    "Explanation": ".explanation",
     # errors
     "VisionlensError": ".errors",
 }
@@ -93,6 +99,7 @@ _MODULES = {"objectives": ".synthesis.objectives"}  # modules offered as names
 
 # the public names, as a literal list for type checkers and linters (a test checks it against _NAMES)
 __all__ = [
+    "Explanation",
     "LayerInfo",
     "Model",
     "PassResult",
@@ -111,6 +118,7 @@ __all__ = [
     "classify",
     "dream",
     "embed",
+    "explain",
     "filters",
     "gradcam",
     "gram_matrix",
@@ -134,6 +142,7 @@ __all__ = [
     "saliency",
     "sample_image",
     "sample_names",
+    "show",
     "smoothgrad",
     "style_transfer",
     "synthesize",
@@ -161,6 +170,12 @@ def __dir__() -> list[str]:
     return sorted({*globals(), *__all__, *_SUBPACKAGES})
 
 
+if "IPython" in sys.modules:  # in a notebook, results draw themselves (nothing heavy imported here)
+    from ._ipython import register as _register_drawings
+
+    _register_drawings()
+
+
 if TYPE_CHECKING:
     from . import attribution as attribution
     from . import dataset as dataset
@@ -183,7 +198,9 @@ if TYPE_CHECKING:
     from .dataset.engine import PassResult, run_pass
     from .dataset.sources import open_dataset
     from .dataset.views import embed, neighbors, top_patches
+    from .display import show
     from .errors import VisionlensError
+    from .explanation import Explanation, explain
     from .fields import receptive_fields
     from .images import image_tensor, load_image, sample_image, sample_names
     from .inspection import activations, classify, filters

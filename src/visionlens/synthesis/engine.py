@@ -13,6 +13,7 @@ import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -40,6 +41,8 @@ class Result:
         interrupted: True when Ctrl-C stopped the run; `images` are the last completed step.
         failure: why the run stopped early (e.g. the objective became NaN), or None; `images`
             are then the last good step.
+        params: what made the images: the objective's description and the engine's settings
+            (shown beside the images by `vl.show` and in notebooks).
 
     Example:
         >>> from visionlens.synthesis.objectives import channel
@@ -53,6 +56,7 @@ class Result:
     steps: int = 0
     interrupted: bool = False
     failure: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
 
 
 class NormalizedAscent(torch.optim.Optimizer):
@@ -182,6 +186,15 @@ def synthesize(
     pre = model.preprocessing
     values: list[float] = []
     result = Result(img_param().detach().clone())
+    result.params = {
+        "objective": objective.description,
+        "size": f"{shape[-2]}x{shape[-1]}",
+        "steps": steps,
+        "param": param,
+        "optimizer": optimizer,
+        "lr": lr,
+        "seed": seed,
+    }
     last_good = copy.deepcopy(img_param.state_dict())
 
     def closure(step: int) -> float:
