@@ -40,6 +40,11 @@ def _positive_copy(net: nn.Module) -> nn.Module:
     batch norms the identity, max pooling average pooling."""
     pos = copy.deepcopy(net).float().eval()
     with torch.no_grad():
+        # tensors made inside inference mode (a folded copy's biases) cannot be written or
+        # differentiated outside it: give every parameter and buffer ordinary storage
+        for t in [*pos.parameters(), *pos.buffers()]:
+            if t.is_inference():
+                t.data = t.data.clone()
         for name, p in pos.named_parameters():
             if p.dim() >= 2:
                 p.fill_(1.0 / max(1, p[0].numel()))
@@ -86,11 +91,12 @@ def receptive_fields(
         ((19, 19), (4, 4), (147, 147))
     """
     h, w = (input_size, input_size) if isinstance(input_size, int) else input_size
-    try:
-        pos = _positive_copy(net)
-    except Exception:  # noqa: BLE001 - a network that cannot be copied (torch.export modules) has no fields
-        return {}
+    # outside inference mode, even when called inside it: the copy is modified and differentiated
     with torch.inference_mode(False):
+        try:
+            pos = _positive_copy(net)
+        except Exception:  # noqa: BLE001 - a network that cannot be copied (torch.export modules) has no fields
+            return {}
         return _receptive_fields(pos, h, w, layers)
 
 

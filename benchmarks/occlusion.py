@@ -1,0 +1,165 @@
+"""Occlusion on the architecture matrix against Captum, same process, same image and model.
+
+    python benchmarks/occlusion.py [--models resnet50,vgg16,...] [--window 16] [--stride 8]
+                                   [--ppe 1,16] [--repeats 1] [--size 224]
+
+For each model (random weights, BatchNorm statistics recalibrated on the bundled sample
+images so that the network is not degenerate, except EfficientNet-Lite0 with its bundled
+ImageNet weights): visionlens exact (its mode, the seconds per segment of the network), the
+approximate mode with the top-10% IoU and Spearman correlation of its per-pixel map against
+the exact one, and `captum.attr.Occlusion` at each `perturbations_per_eval` given (the best
+one is the reference). Every time includes everything a call does (copying and folding the
+network, planning, the passes); each is a median of `--repeats` runs. Results stream to stdout
+as they come, one table row per model at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import timm
+import torch
+import torchvision
+from captum.attr import Occlusion
+from scipy.stats import spearmanr
+from torch import nn
+
+import visionlens as vl
+
+MATRIX: dict[str, Callable[[], nn.Module]] = {
+    "efficientnet_lite0": lambda: vl.load_model().net,
+    "mobilenet_v3_large": lambda: torchvision.models.mobilenet_v3_large(),
+    "resnet50": lambda: torchvision.models.resnet50(),
+    "densenet121": lambda: torchvision.models.densenet121(),
+    "convnext_tiny": lambda: timm.create_model("convnext_tiny"),
+    "vit_small": lambda: timm.create_model("vit_small_patch16_224"),
+    "swin_tiny": lambda: timm.create_model("swin_tiny_patch4_window7_224"),
+    "vgg16": lambda: torchvision.models.vgg16(),
+}
+
+
+def build(name: str, size: int) -> tuple[vl.Model, torch.Tensor]:
+    """The model and the chelsea image at `size` px (the bundled model's preprocessing)."""
+    bundled = vl.load_model()
+    torch.manual_seed(0)
+    net = MATRIX[name]().eval()
+    if name != "efficientnet_lite0":  # random weights: BatchNorm statistics of real images
+        samples = bundled.prepare(vl.sample_names()[:12], size=size, square=True)
+        for m in net.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.reset_running_stats()
+                m.momentum = None  # a plain average over the batch
+        with torch.no_grad():
+            net.train()(samples)
+        net.eval()
+    model = vl.models.as_model(net)
+    return model, bundled.prepare("chelsea", size=size, square=True)
+
+
+def bench(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
+    """Median wall time of `fn` over `repeats` runs (no warm-up: a call is what a user waits
+    for), and its last result."""
+    times, out = [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), out
+
+
+def agreement(a: torch.Tensor, ref: torch.Tensor) -> tuple[float, float]:
+    """Top-10% IoU and Spearman correlation of two per-pixel maps."""
+    a, ref = a.flatten(), ref.flatten()
+    k = max(1, a.numel() // 10)
+    ta, tr = set(a.topk(k).indices.tolist()), set(ref.topk(k).indices.tolist())
+    return len(ta & tr) / len(ta | tr), float(spearmanr(a.numpy(), ref.numpy()).statistic)
+
+
+def run_model(name: str, args: argparse.Namespace) -> str:
+    model, x = build(name, args.size)
+    net = model.net
+    target = int(net(x).argmax())
+    w, s, reps = args.window, args.stride, args.repeats
+    stats: dict[str, Any] = {}
+
+    def exact() -> torch.Tensor:
+        stats.clear()
+        return vl.occlusion(model, x, target, window=w, stride=s, stats=stats)
+
+    t_ex, m_ex = bench(exact, reps)
+    stages = ", ".join(f"{k} {v:.2f}" for k, v in stats["stages"].items())
+    print(
+        f"{name}: exact {t_ex:.2f} s ({stats['mode']}: {stats['why']}; batch {stats['batch_size']}) [{stages}]",
+        flush=True,
+    )
+    approx_stats: dict[str, Any] = {}
+    t_ap, m_ap = bench(
+        lambda: vl.occlusion(model, x, target, window=w, stride=s, approximate=True, stats=approx_stats), reps
+    )
+    iou, rho = agreement(m_ap[0], m_ex[0])
+    done = f"{approx_stats['forwards']} of {approx_stats['windows']} windows"
+    print(f"{name}: approximate {t_ap:.2f} s ({done}) IoU {iou:.2f} Spearman {rho:.2f}", flush=True)
+
+    def forward_fn(inp: torch.Tensor) -> torch.Tensor:
+        return net(inp).softmax(-1)
+
+    captum = {}
+    for ppe in args.ppe:
+
+        def run_captum(ppe: int = ppe) -> torch.Tensor:
+            with torch.no_grad():
+                return Occlusion(forward_fn).attribute(
+                    x,
+                    target=target,
+                    sliding_window_shapes=(3, w, w),
+                    strides=(3, s, s),
+                    baselines=0,
+                    perturbations_per_eval=ppe,
+                )
+
+        captum[ppe] = bench(run_captum, reps)
+        print(f"{name}: captum ppe={ppe} {captum[ppe][0]:.2f} s", flush=True)
+    best = min(captum, key=lambda p: captum[p][0])
+    t_cap, attr = captum[best]
+    diff = float((m_ex[0] - attr[0, 0]).abs().max() / attr.abs().max())
+    return (
+        f"| {name} | {t_ex:.1f} s, {t_cap / t_ex:.1f}x ({stats['mode']}) | {t_ap:.1f} s, {t_cap / t_ap:.1f}x, "
+        f"IoU {iou:.2f}, Spearman {rho:.2f} | {t_cap:.1f} s (ppe={best}) | {diff:.0e} |"
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--models", default=",".join(MATRIX), help="comma list of " + ", ".join(MATRIX))
+    ap.add_argument("--window", type=int, default=16)
+    ap.add_argument("--stride", type=int, default=8)
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--ppe", default="1,16", help="Captum perturbations_per_eval values to try")
+    ap.add_argument("--repeats", type=int, default=1)
+    args = ap.parse_args()
+    args.ppe = [int(p) for p in args.ppe.split(",")]
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(2)
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.size} px, window {args.window}, "
+        f"stride {args.stride}, load average {os.getloadavg()[0]:.2f} (timings need an otherwise idle machine)",
+        flush=True,
+    )
+    rows = []
+    for name in args.models.split(","):
+        rows.append(run_model(name, args))
+        print(rows[-1], flush=True)
+    print(f"\nload average at the end {os.getloadavg()[0]:.2f}")
+    print("| model | visionlens exact | visionlens approximate | Captum best | max diff / max |")
+    print("|---|---|---|---|---|")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,364 @@
+"""The engine behind `occlusion`: scores batches of occluded copies of images, either as
+whole copies through an inference copy of the network (BatchNorm folded into convolutions,
+channels-last, batch size from the network's activation memory), or incrementally, re-running
+only the receptive-field cone of each window block by block and taking the rest from one
+pass over the clean image (Krypton, Nakandala et al. 2019).
+
+Windows are rows of a (N, 4) tensor (y0, y1, x0, x1) and every batch mixes windows of any of
+the images: building the copies, cutting the crops a window changes and pasting the
+recomputed regions back are tensor gathers, with no Python loop over windows.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..fields import ReceptiveField, receptive_fields
+from ..tracing import Trace, forward_until, resume_from, trace
+
+_FRAC = 0.8  # stop cutting once a window changes more than this fraction of a map
+_MEMORY = 1 << 30  # bytes of activations one batch may hold
+_MAX_BATCH = 32  # larger batches run no faster per copy on a CPU
+
+
+def window_starts(size: int, window: int, stride: int) -> list[int]:
+    """Window positions along one axis, as Captum's Occlusion places them (the last window
+    may overhang the border and is then cut short).
+
+    Args:
+        size: the axis length, in px.
+        window: the window side, in px (at most `size`).
+        stride: the step between windows, in px.
+
+    Returns:
+        The start of each window, in px.
+
+    Example:
+        >>> from visionlens.attribution.occlusion import window_starts
+        >>> window_starts(224, 16, 8)[-3:], len(window_starts(224, 16, 8))
+        ([192, 200, 208], 27)
+    """
+    return [i * stride for i in range(-(-(size - window) // stride) + 1)]
+
+
+@dataclass
+class _Segment:
+    a: str | None  # the cut it starts from (None: the input image)
+    b: str  # the cut it ends at
+    rf_b: ReceptiveField
+    s: tuple[int, int]  # stride, kernel extent and offset of the segment in a-map coordinates
+    r: tuple[int, int]
+    p: tuple[int, int]
+    crop: tuple[int, int]  # size of the a-map crop every window is computed on
+    size_a: tuple[int, int]
+
+
+def _changed(rf: ReceptiveField, lo: int, hi: int, size: int, axis: int) -> tuple[int, int]:
+    """Positions along `axis` of a layer whose receptive field meets input pixels [lo, hi)."""
+    s, r, p = rf.stride[axis], rf.size[axis], rf.offset[axis]
+    j0 = (lo + p - r) // s + 1
+    j1 = -(-(hi + p) // s)
+    return max(0, j0), min(size, j1)
+
+
+def _fold_batchnorms(net: nn.Module, tr: Trace) -> None:
+    """Fold each eval-mode BatchNorm2d that directly follows a convolution into its weights."""
+    modules = dict(net.named_modules())
+    after = {tr.end[n] + 1: n for n in tr.order if isinstance(modules[n], nn.Conv2d) and tr.calls[n] == 1}
+    for name in tr.order:
+        bn = modules[name]
+        conv_name = after.get(tr.start.get(name, -1))
+        if not isinstance(bn, nn.BatchNorm2d) or conv_name is None or tr.calls[name] != 1:
+            continue
+        conv = modules[conv_name]
+        if bn.running_var is None or bn.running_mean is None or conv.out_channels != bn.num_features:
+            continue
+        scale = (bn.running_var + bn.eps).rsqrt() * (bn.weight if bn.weight is not None else 1.0)
+        shift = (bn.bias if bn.bias is not None else 0.0) - bn.running_mean * scale
+        conv.weight.data.mul_(scale.view(-1, 1, 1, 1))
+        bias = conv.bias.data * scale if conv.bias is not None else 0.0
+        conv.bias = nn.Parameter(bias + shift, requires_grad=False)
+        act = getattr(bn, "act", None)  # timm's BatchNormAct2d carries its activation
+        drop = getattr(bn, "drop", None)
+        # assigned through the plain-Module view: `forward` is an attribute there
+        if isinstance(act, nn.Module):
+            modules[name].forward = _act_only(act, drop if isinstance(drop, nn.Module) else None)
+        elif type(bn) in (nn.BatchNorm2d,):
+            modules[name].forward = _identity
+        else:
+            continue
+
+
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+def _act_only(act: nn.Module, drop: nn.Module | None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The forward of a folded BatchNormAct2d: its dropout and activation only."""
+    return lambda x: act(drop(x) if drop is not None else x)
+
+
+def _fast_copy(net: nn.Module, x1: torch.Tensor) -> nn.Module:
+    """An inference copy: BatchNorm folded into convolutions, channels-last. Kept only if it
+    gives the original's logits. (Inplace activations stay: every tensor the occluder feeds
+    in or reads back is its own copy.)"""
+    fast = copy.deepcopy(net).eval()
+    for p in fast.parameters():
+        p.requires_grad_(False)
+    # no_grad, not inference mode: the folded biases must stay ordinary tensors, which the
+    # receptive-field measurement can copy and differentiate
+    with torch.no_grad():
+        ref = net.eval()(x1)
+        plain = copy.deepcopy(fast)
+        _fold_batchnorms(fast, trace(fast, x1))
+        out = fast(x1)
+    if not torch.allclose(out, ref, rtol=1e-3, atol=1e-4 * float(ref.abs().max())):
+        fast = plain
+    return fast.to(memory_format=torch.channels_last)
+
+
+def _relative(rf: ReceptiveField, rfa: ReceptiveField, i: int) -> tuple[int, int, int]:
+    """Stride, kernel extent and offset along axis `i` of field `rf` in units of map `rfa`."""
+    return (
+        rf.stride[i] // rfa.stride[i],
+        (rf.size[i] - rfa.size[i]) // rfa.stride[i] + 1,
+        (rf.offset[i] - rfa.offset[i]) // rfa.stride[i],
+    )
+
+
+def _fields_until_clipped(net: nn.Module, hw: tuple[int, int], names: list[str]) -> dict[str, ReceptiveField]:
+    """Receptive fields of `names` (in forward order), measured a few at a time and only as
+    far as the first one that reaches the input's border (no cut can follow it)."""
+    fields: dict[str, ReceptiveField] = {}
+    for i in range(0, len(names), 8):
+        part = receptive_fields(net, hw, names[i : i + 8])
+        fields.update(part)
+        if any(part.get(n) is None or part[n].clipped for n in names[i : i + 8]):
+            break
+    return fields
+
+
+def _plan(net: nn.Module, tr: Trace, hw: tuple[int, int], window: int, stride: int) -> list[_Segment]:
+    """Choose the cuts (block boundaries) where incremental computation pays off."""
+    modules = dict(net.named_modules())
+
+    def in_sequence(n: str) -> bool:  # every enclosing module runs its children in order
+        parts = n.split(".")
+        return all(isinstance(modules[".".join(parts[:i])], nn.Sequential) for i in range(1, len(parts)))
+
+    cands = [n for n in tr.order if n and tr.calls.get(n) == 1 and len(tr.shapes.get(n, ())) == 3 and in_sequence(n)]
+    cands.sort(key=lambda n: tr.end[n])
+    fields = _fields_until_clipped(net, hw, cands)
+    # a cut whose field equals the previous one's (a block and its last child) adds nothing
+    cands = [n for i, n in enumerate(cands) if i == 0 or fields.get(n) != fields.get(cands[i - 1])]
+    segments: list[_Segment] = []
+    prev: tuple[str | None, ReceptiveField, tuple[int, int]] = (None, ReceptiveField((1, 1), (1, 1), (0, 0)), hw)
+    mid = [(hw[0] - window) // 2 // stride * stride, (hw[1] - window) // 2 // stride * stride]
+    for name in cands:
+        rf = fields.get(name)
+        if rf is None or rf.clipped:
+            break
+        a, rfa, size_a = prev
+        if a is not None and tr.end[name] <= tr.end[a]:
+            continue
+        size_b = tr.shapes[name][1:]
+        try:
+            (s0, r0, p0), (s1, r1, p1) = _relative(rf, rfa, 0), _relative(rf, rfa, 1)
+            s, r, p = (s0, s1), (r0, r1), (p0, p1)
+            if any(
+                rf.stride[i] % rfa.stride[i]
+                or (rf.size[i] - rfa.size[i]) % rfa.stride[i]
+                or (rf.offset[i] - rfa.offset[i]) % rfa.stride[i]
+                for i in (0, 1)
+            ):
+                break
+        except ZeroDivisionError:
+            break
+        crop = []
+        for ax in (0, 1):
+            longest = 0
+            for lo in window_starts(hw[ax], window, stride):
+                o0, o1 = _changed(rf, lo, min(lo + window, hw[ax]), size_b[ax], ax)
+                n0 = max(0, o0 * s[ax] - p[ax])
+                n1 = min(size_a[ax], (o1 - 1) * s[ax] - p[ax] + r[ax])
+                longest = max(longest, n1 - n0)
+            length = longest + s[ax] - 1
+            length += (size_a[ax] - length) % s[ax]
+            crop.append(length)
+        # stop once the region a window changes is no longer small against the map
+        o = [_changed(rf, mid[ax], mid[ax] + window, size_b[ax], ax) for ax in (0, 1)]
+        frac = (o[0][1] - o[0][0]) * (o[1][1] - o[1][0]) / (size_b[0] * size_b[1])
+        if crop[0] >= size_a[0] or crop[1] >= size_a[1] or frac > _FRAC:
+            break
+        segments.append(_Segment(a, name, rf, s, r, p, (crop[0], crop[1]), size_a))
+        prev = (name, rf, (size_b[0], size_b[1]))
+    return segments
+
+
+def _rows(lo: torch.Tensor, size: int) -> torch.Tensor:
+    """(n, size) positions lo[i] + 0..size-1."""
+    return lo[:, None] + torch.arange(size, device=lo.device)
+
+
+def _gather(src: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, pick: torch.Tensor) -> torch.Tensor:
+    """Crops (n, C, h, w): crop i is src[pick[i]] at rows[i] x cols[i] (indices clamped),
+    channels-last."""
+    r = rows.clamp(0, src.shape[-2] - 1)[:, :, None]
+    c = cols.clamp(0, src.shape[-1] - 1)[:, None, :]
+    return src[pick[:, None, None], :, r, c].permute(0, 3, 1, 2)
+
+
+def _inside(rows: torch.Tensor, cols: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+    """(n, 1, h, w) mask: position (rows[i, u], cols[i, v]) lies in region[i] = (y0, y1, x0, x1)."""
+    r = (rows >= region[:, :1]) & (rows < region[:, 1:2])
+    c = (cols >= region[:, 2:3]) & (cols < region[:, 3:4])
+    return (r[:, :, None] & c[:, None, :])[:, None]
+
+
+class Engine:
+    """Scores occluded copies of images for one network, input size and window geometry.
+
+    Args:
+        net: the network (not modified: an inference copy is made).
+        x1: one model input (1, 3, H, W) to trace the network on.
+        window: the window side, in px.
+        stride: the step between windows, in px.
+        incremental: plan the block-by-block recomputation (False: whole copies only).
+
+    Attributes:
+        segments: the cuts of the incremental plan (empty: whole copies only).
+        batch_size: copies per forward pass, from the network's activation memory.
+        profile: seconds spent per stage ("stem -> layer1.0", "layer2.3 -> output", "whole
+            network", "build copies") since the engine was made.
+    """
+
+    def __init__(self, net: nn.Module, x1: torch.Tensor, window: int, stride: int, incremental: bool = True) -> None:
+        with torch.inference_mode(False):  # parameters made here stay ordinary tensors
+            self.net = _fast_copy(net, x1)
+            self.hw = (int(x1.shape[-2]), int(x1.shape[-1]))
+            self.tr = trace(self.net, x1)
+            self.segments = _plan(self.net, self.tr, self.hw, window, stride) if incremental else []
+        largest = sorted((_numel(s) for s in self.tr.shapes.values()), reverse=True)[:3]
+        self.batch_size = int(max(1, min(_MAX_BATCH, _MEMORY // max(1, 4 * sum(largest)))))
+        self.profile: dict[str, float] = {}
+        self._geometry: dict[int, list[torch.Tensor]] = {}
+
+    def _tick(self, key: str, t0: float) -> float:
+        t = time.perf_counter()
+        self.profile[key] = self.profile.get(key, 0.0) + t - t0
+        return t
+
+    def run(self, x: torch.Tensor) -> Any:
+        """The network's output on a batch of model inputs."""
+        return self.net(x.contiguous(memory_format=torch.channels_last))
+
+    def plain(self, x: torch.Tensor, base: torch.Tensor, wins: torch.Tensor, owners: torch.Tensor) -> Any:
+        """Output for whole copies: copy i is image owners[i] with window wins[i] replaced by
+        the baseline."""
+        t0 = time.perf_counter()
+        h, w = self.hw
+        zero = torch.zeros(len(owners), dtype=torch.long, device=x.device)
+        mask = _inside(_rows(zero, h), _rows(zero, w), wins)
+        batch = torch.where(mask, base[owners], x[owners]).contiguous(memory_format=torch.channels_last)
+        t0 = self._tick("build copies", t0)
+        out = self.net(batch)
+        self._tick("whole network", t0)
+        return out
+
+    def clean_maps(self, x: torch.Tensor) -> tuple[Any, list[torch.Tensor]]:
+        """One pass over the clean images: the output and every cut's map."""
+        maps: dict[str, torch.Tensor] = {}
+        modules = dict(self.net.named_modules())
+        hooks = []
+        for seg in self.segments:
+
+            def keep(m: nn.Module, i: Any, o: Any, name: str = seg.b) -> None:
+                # a copy: an inplace activation after the cut would overwrite the map
+                maps[name] = (o[0] if isinstance(o, (tuple, list)) else o).clone()
+
+            hooks.append(modules[seg.b].register_forward_hook(keep))
+        try:
+            out = self.run(x)
+        finally:
+            for hk in hooks:
+                hk.remove()
+        return out, [maps[seg.b] for seg in self.segments]
+
+    def _geometry_of(self, wins: torch.Tensor) -> list[torch.Tensor]:
+        """Per segment, per window: the crop corner (c0, d0) in the segment's input map and
+        the region (o0, o1, q0, q1) of its output map the window changes; (n, 6) each."""
+        out = []
+        for seg in self.segments:
+            cols = []
+            for ax in (0, 1):
+                s, r, p = seg.rf_b.stride[ax], seg.rf_b.size[ax], seg.rf_b.offset[ax]
+                lo, hi = wins[:, 2 * ax], wins[:, 2 * ax + 1]
+                size_b = self.tr.shapes[seg.b][1 + ax]
+                o0 = torch.div(lo + p - r, s, rounding_mode="floor").add(1).clamp(min=0)
+                o1 = (-torch.div(-(hi + p), s, rounding_mode="floor")).clamp(max=size_b)
+                need = (o0 * seg.s[ax] - seg.p[ax]).clamp(min=0)
+                c0 = torch.minimum(need - need % seg.s[ax], torch.full_like(need, seg.size_a[ax] - seg.crop[ax]))
+                cols.append((c0, o0, o1))
+            (c0, o0, o1), (d0, q0, q1) = cols
+            out.append(torch.stack([c0, d0, o0, o1, q0, q1], 1))
+        return out
+
+    def incremental(
+        self,
+        x: torch.Tensor,
+        base: torch.Tensor,
+        wins: torch.Tensor,
+        owners: torch.Tensor,
+        clean: list[torch.Tensor],
+    ) -> Any:
+        """The same output as `plain`, recomputing only each window's cone up to the last
+        cut; `clean` is `clean_maps(x)[1]`."""
+        n = len(owners)
+        every = torch.arange(n, device=x.device)
+        geo = self._geometry_of(wins)
+        prev_src, prev_pick, prev_off, prev_region = base, owners, torch.zeros(n, 2, dtype=torch.long), wins
+        cur = x
+        t0 = time.perf_counter()
+        for k, seg in enumerate(self.segments):
+            g = geo[k]
+            rows, cols = _rows(g[:, 0], seg.crop[0]), _rows(g[:, 1], seg.crop[1])
+            crops = _gather(cur, rows, cols, owners)
+            new = _gather(prev_src, rows - prev_off[:, :1], cols - prev_off[:, 1:], prev_pick)
+            batch = torch.where(_inside(rows, cols, prev_region), new, crops)
+            batch = batch.contiguous(memory_format=torch.channels_last)
+            if seg.a is None:
+                res = forward_until(self.net, batch, seg.b)
+            else:
+                with resume_from(self.net, self.tr, seg.a, batch):
+                    res = forward_until(self.net, x[:1].expand(n, -1, -1, -1), seg.b)
+            offset = torch.stack([g[:, 0] // seg.s[0], g[:, 1] // seg.s[1]], 1)
+            prev_src, prev_pick, prev_off, prev_region = res, every, offset, g[:, 2:]
+            cur = clean[k]
+            t0 = self._tick(f"{seg.a or 'input'} -> {seg.b}", t0)
+        last = self.segments[-1]
+        h, w = self.tr.shapes[last.b][1:]
+        zero = torch.zeros(n, dtype=torch.long, device=x.device)
+        rows, cols = _rows(zero, h), _rows(zero, w)
+        maps = torch.where(
+            _inside(rows, cols, prev_region),
+            _gather(prev_src, rows - prev_off[:, :1], cols - prev_off[:, 1:], prev_pick),
+            cur[owners],
+        ).contiguous(memory_format=torch.channels_last)
+        with resume_from(self.net, self.tr, last.b, maps):
+            out = self.net(x[:1].expand(n, -1, -1, -1))
+        self._tick(f"{last.b} -> output", t0)
+        return out
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
