@@ -36,6 +36,7 @@ define PICTURES
 	$(VL) saliency chelsea --method guided-gradcam -o $(1)/saliency-guided-gradcam.png
 	$(VL) saliency coffee --method gradcam -o $(1)/gradcam-coffee.png
 	$(VL) occlusion chelsea --window 16 --stride 8 -o $(1)/occlusion.png
+	$(VL) evaluate chelsea --methods gradient,ig,gradcam,scorecam,occlusion --metrics deletion,insertion,road --sanity -o $(1)/evaluate.png
 	$(VL) visualize --layer blocks.4 --unit 0-7 --steps 256 -o $(1)/visualize-units.png
 	$(VL) visualize --layer blocks.5 --unit 3 --diversity 4 --steps 256 -o $(1)/visualize-diversity.png
 	$(VL) visualize --class goldfish,daisy,espresso,tabby --steps 256 -o $(1)/visualize-classes.png
@@ -52,6 +53,7 @@ define PICTURES
 	$(VL) neighbors samples -k 4 -o $(1)/neighbors-samples.png
 	$(VL) top-patches samples --layer blocks.3 --units 0-7 -k 6 -o $(1)/top-patches-samples.png
 	$(PY) scripts/gallery_digits_vit.py
+	$(PY) scripts/gallery_swin.py
 endef
 
 # The report of the bundled model on a few bundled images (--quick: under 2 minutes on 2 CPU

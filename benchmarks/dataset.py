@@ -10,8 +10,13 @@
   recall@10 on 1,000 fresh queries, speed-up, memory.
 - ray: the pass on Ray (local instance, 1 and 2 actors) vs the local pass vs a bare loop, on
   generated images (--ray-n); Ray's start-up time apart.
+- maps: building a t-SNE and a UMAP map (`embed`) of N x 1,280 clustered features for each N of
+  --maps-n (default 100,000 and 1,000,000); above 100,000 points the map is fitted on a sample
+  of 100,000 and the rest placed by `transform`. Each in its own process: time, peak RSS,
+  trustworthiness; a run that passes --maps-timeout (default 600 s) is stopped and reported.
 
-    python benchmarks/dataset.py [--only extraction,memory,knn,tsne,approx,ray] [--threads N] [--repeats N] [--quick]
+    python benchmarks/dataset.py [--only extraction,memory,knn,tsne,approx,ray,maps] [--threads N] [--repeats N]
+        [--quick] [--maps-n 100000,1000000] [--maps-timeout 600]
 """
 
 from __future__ import annotations
@@ -263,9 +268,50 @@ def ray_bench(n: int, batch: int) -> None:
         print(f"  Ray, {actors} actor(s): {t_r:.1f} s, {n / t_r:.1f} img/s = {t_local / t_r:.0%} of the local pass")
 
 
+def _maps_child(method: str, n: int, dim: int) -> None:
+    import resource
+
+    from visionlens.dataset.views import embed
+
+    x = clustered(n, dim)
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    t = time.perf_counter()
+    emb = embed(x, method)
+    took = time.perf_counter() - t
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out = {"seconds": took, "rss_mb": rss, "rss_before_mb": rss0, "params": emb.params, "trust": emb.trustworthiness}
+    print(json.dumps(out))
+
+
+def maps_bench(sizes: list[int], dim: int, timeout: float) -> None:
+    print(f"maps (embed), N x {dim} clustered features, {os.cpu_count()} CPUs, each in its own process:")
+    for n in sizes:
+        for method in ("tsne", "umap"):
+            cmd = [sys.executable, __file__, "--maps-child", method, str(n), str(dim)]
+            t = time.perf_counter()
+            try:
+                run = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+            except subprocess.TimeoutExpired:
+                print(f"  {method} {n:,} points: did not finish within {timeout:.0f} s (stopped)")
+                continue
+            if run.returncode != 0:
+                print(f"  {method} {n:,} points: failed: {run.stderr.strip().splitlines()[-1:]}")
+                continue
+            r = json.loads(run.stdout.strip().splitlines()[-1])
+            print(
+                f"  {method} {n:,} points: {r['seconds']:.0f} s (process {time.perf_counter() - t:.0f} s)   "
+                f"peak RSS {r['rss_mb']:.0f} MiB (features alone {n * dim * 4 / 2**20:.0f} MiB)   "
+                f"trustworthiness {r['trust']:.3f}\n    {r['params']}"
+            )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--only", default="extraction,memory,knn,tsne,approx,ray")
+    ap.add_argument("--only", default="extraction,memory,knn,tsne,approx,ray,maps")
+    ap.add_argument("--maps-n", default="100000,1000000", help="map sizes of the maps benchmark, comma-separated")
+    ap.add_argument("--maps-dim", type=int, default=1280, help="feature dimensions of the maps benchmark")
+    ap.add_argument("--maps-timeout", type=float, default=600, help="seconds one map may take before it is stopped")
+    ap.add_argument("--maps-child", nargs=3, help=argparse.SUPPRESS)
     ap.add_argument("--approx-n", type=int, default=1_000_000, help="rows of the approximate-kNN benchmark")
     ap.add_argument("--ray-n", type=int, default=10_000, help="images of the Ray benchmark")
     ap.add_argument("--threads", type=int, default=None)
@@ -277,6 +323,9 @@ def main() -> None:
         torch.set_num_threads(a.threads)
     if a.memory_child:
         _memory_child(int(a.memory_child[0]), a.memory_child[1])
+        return
+    if a.maps_child:
+        _maps_child(a.maps_child[0], int(a.maps_child[1]), int(a.maps_child[2]))
         return
     only = set(a.only.split(","))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs")
@@ -292,6 +341,9 @@ def main() -> None:
         approx_bench(20_000 if a.quick else a.approx_n, 1280, 1000)
     if "ray" in only:
         ray_bench(64 if a.quick else a.ray_n, 32)
+    if "maps" in only:
+        sizes = [2000, 20000] if a.quick else [int(v) for v in a.maps_n.split(",")]
+        maps_bench(sizes, a.maps_dim, a.maps_timeout)
 
 
 if __name__ == "__main__":

@@ -74,7 +74,9 @@ def test_embed_html_output_is_the_map_page(
     assert f"wrote {page}" in text and "trustworthiness" in text
     html = page.read_text()
     assert "assets/embedmap.js" in html and "data/digits-map-" in html  # its files, beside it
-    assert len(list((tmp_path / "site" / "figures" / "dataset" / "thumbs").glob("*.png"))) == 40
+    assert (
+        len(list((tmp_path / "site" / "figures" / "dataset" / "thumbs").glob("*.jpg"))) == 1
+    )  # 40 thumbnails, one sheet
     assert not list(tmp_path.rglob("*map*.png"))  # .html asks for the page, not the scatter PNG
 
 
@@ -151,7 +153,7 @@ def test_embed_html_map_loads_in_chromium(
     assert code == 0, err
     index = tmp_path / page
     assert f"wrote {index}" in text
-    assert len(list((index.parent / "figures" / "dataset" / "thumbs").glob("*.png"))) == 60
+    assert len(list((index.parent / "figures" / "dataset" / "thumbs").glob("*.jpg"))) == 1  # 60 thumbnails, one sheet
     sync_api = pytest.importorskip("playwright.sync_api")
     from .test_report_browser import CHROMIUM, Watched
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -61,6 +60,7 @@ _CSS = """
   border: 1px solid #dde3ea; border-radius: 6px; padding: 4px; box-shadow: 0 4px 14px rgba(0,0,0,.18);
   max-width: 12rem; font-size: 11px; }
 .vl-show .vl-tip img { display: block; width: 6rem; height: 6rem; object-fit: contain; image-rendering: pixelated; }
+.vl-show .vl-thumb { position: relative; width: 6rem; height: 6rem; overflow: hidden; margin-bottom: 2px; }
 .vl-show .vl-legend { position: absolute; right: 6px; top: 6px; background: rgba(255,255,255,.88);
   border-radius: 4px; padding: 2px 6px; font-size: 11px; max-height: 90%; overflow: auto; }
 .vl-show .vl-legend span { display: inline-block; width: 9px; height: 9px; border-radius: 50%; margin-right: 4px; }
@@ -360,16 +360,11 @@ def _viewer_js() -> str:
     return resources.files("visionlens.report").joinpath("static/embedmap.js").read_text(encoding="utf-8")
 
 
-def _script_json(value: Any) -> str:
-    """JSON safe inside an inline <script>: every `<` escaped (no `</script>` or `<!--` can end
-    or confuse it), U+2028/9 too (ensure_ascii)."""
-    return json.dumps(value, ensure_ascii=True, separators=(",", ":")).replace("<", "\\u003c")
-
-
 def _embedding(
     emb: Embedding, dataset: PassResult | None, labels: Sequence[Any] | None, title: str, max_points: int, thumb: int
 ) -> Shown:
     from .plots import scatter
+    from .report.mapdata import SHEET, MapData, atlas_layout, atlas_pages, jpeg_bytes
 
     n = len(emb.coords)
     rows = np.arange(n) if n <= max_points else np.sort(np.random.default_rng(0).choice(n, max_points, replace=False))
@@ -387,27 +382,34 @@ def _embedding(
         ints = [names.index(str(v)) for v in labels]
     elif coll is not None and coll.labels is not None and coll.classes:
         names, ints = list(coll.classes), [int(v) for v in coll.labels]
-    points = []
-    for r in rows:
-        p: dict[str, Any] = {"x": float(emb.coords[r, 0]), "y": float(emb.coords[r, 1])}
-        group = names[ints[r]] if ints is not None and ints[r] >= 0 else None
-        p["label"] = (Path(coll.paths[r]).name if coll is not None else f"point {r}") + (f" · {group}" if group else "")
-        if group is not None:
-            p["group"] = group
-        if coll is not None:
-            p["thumb"] = _uri(thumbnail(np.asarray(coll.read(int(r)), np.float32) / 255.0, thumb))
-        points.append(p)
+    groups = np.array([ints[r] if ints is not None else -1 for r in rows], np.int64)
+    texts = [
+        (Path(coll.paths[r]).name if coll is not None else f"point {r}")
+        + (f" · {names[ints[r]]}" if ints is not None and ints[r] >= 0 else "")
+        for r in rows
+    ]
+    data = MapData(emb.coords[rows], labels=texts, groups=groups if ints is not None else None, group_names=names)
+    if coll is not None:  # thumbnails as sprite sheets, inlined: one data: URI per 1,024 points at most
+
+        def pictures(js: np.ndarray) -> np.ndarray:
+            return np.stack([thumbnail(np.asarray(coll.read(int(rows[j])), np.float32) / 255.0, thumb) for j in js])
+
+        cols, per, _ = atlas_layout(len(rows), thumb, min(SHEET, 32 * thumb))
+        files = [
+            "data:image/jpeg;base64," + base64.b64encode(jpeg_bytes(sheet)).decode("ascii")
+            for _, sheet in atlas_pages(len(rows), pictures, thumb, cols * thumb)
+        ]
+        data.atlas = {"files": files, "tile": thumb, "cols": cols, "per": per}
     map_id = "vlmap-" + uuid.uuid4().hex[:12]
     head = title or f"{emb.params} · trustworthiness {emb.trustworthiness:.3f}"
     if emb.knn_accuracy is not None:
         head += f" · 5-NN accuracy {emb.knn_accuracy:.1%}"
     if len(rows) < n:
         head += f" · {len(rows)} of {n} points shown"
-    data = {"id": map_id, "title": head, "points": points}
     body = (
         f'<div class="embedmap" data-map="{map_id}" tabindex="0" aria-label="{html.escape(head)}: drag to pan, '
         f'wheel to zoom, hover a point"></div>'
-        f"<script>(window.VL_MAPS = window.VL_MAPS || {{}})[{_script_json(map_id)}] = {_script_json(data)};</script>"
+        f"<script>{data.script(map_id, head)}</script>"
         f"<script>{_viewer_js()}</script>"
     )
     picture = scatter(None, emb.coords, ints, names, head)

@@ -54,7 +54,7 @@ from .passcore import (
     _safe,
     _store_batch,
 )
-from .sources import Collection, open_dataset
+from .sources import Changes, Collection, DatasetError, changes, open_dataset
 
 _CHECKPOINT_SECONDS = 2.0
 
@@ -280,7 +280,6 @@ def run_pass(
         check_address(address)
 
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    slot = Slot(root, cache_key(model, coll, layers, pool, topk, predict))
 
     def job_in(work: Path) -> _Job:
         return _Job(model, coll, layers, pool, topk, batch_size, workers, work, predict)
@@ -294,7 +293,24 @@ def run_pass(
             _run(job, progress, on_batch)
 
     try:
-        return _cached(slot, coll, job_in, compute, progress)
+        for attempt in (1, 2):
+            slot = Slot(root, cache_key(model, coll, layers, pool, topk, predict))
+            try:
+                return _cached(slot, coll, job_in, compute, progress, verify=_unchanged)
+            except _Changed as e:  # nothing of it was cached: read the dataset again as it is now
+                if attempt == 2:
+                    raise DatasetError(
+                        f"{coll.name} changed during the pass ({e.changes}), and again while it was read a second "
+                        "time; nothing was cached: run again once it stops changing"
+                    ) from None
+                print(
+                    f"{coll.name} changed during the pass ({e.changes}): nothing of that pass was cached; "
+                    f"reading its {len(e.changes.now)} images again as they are now",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                coll = e.changes.now
+        raise AssertionError("unreachable")
     except OSError as e:
         if isinstance(e, NotADirectoryError | FileExistsError) and not root.is_dir():
             reason = "is not a folder"
@@ -306,11 +322,43 @@ def run_pass(
         ) from None
 
 
+class _Changed(Exception):
+    """The listed files of the dataset changed while the pass read them."""
+
+    def __init__(self, changes: Changes) -> None:
+        super().__init__(str(changes))
+        self.changes = changes
+
+
+def _unchanged(coll: Collection) -> None:
+    """Before a pass is published: raise `_Changed` when listed files were removed or rewritten
+    while it ran (its rows would mix old and new contents under the old key); files only
+    added leave the result whole for what was listed: one line says so."""
+    found = changes(coll)
+    if found is None:
+        return
+    if found.removed or found.changed:
+        raise _Changed(found)
+    print(
+        f"{coll.name}: {found.added} image(s) were added during the pass; this result covers the {len(coll)} "
+        "listed when it started: run again to include them",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
 def _cached(
-    slot: Slot, coll: Collection, job_in: Callable[[Path], _Job], compute: Callable[[_Job], None], progress: bool
+    slot: Slot,
+    coll: Collection,
+    job_in: Callable[[Path], _Job],
+    compute: Callable[[_Job], None],
+    progress: bool,
+    verify: Callable[[Collection], None] | None = None,
 ) -> PassResult:
     """The finished entry of `slot`, computed here (in a folder of our own, then published by
-    one rename) unless another process publishes it first or is computing it now (we wait)."""
+    one rename) unless another process publishes it first or is computing it now (we wait).
+    `verify(coll)` runs after the computation, before the publication; what it raises
+    discards the computed folder."""
     job: _Job | None = None
     while True:
         if slot.finished():
@@ -336,6 +384,12 @@ def _cached(
         except BaseException:
             slot.release(work)  # the checkpoint stays for the next run
             raise
+        if verify is not None:
+            try:
+                verify(coll)
+            except BaseException:
+                slot.release(work, keep=False)  # never published, never resumed
+                raise
         _tidy(work)
         won = slot.publish(work)
         return _load_result(slot.final, coll, reused=not won)

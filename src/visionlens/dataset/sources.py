@@ -78,6 +78,7 @@ class Collection:
     arrays: np.ndarray | None = None
     fingerprint: str = ""
     duplicates: int = 0  # repeated entries dropped when the collection was built
+    stats: list[str] | None = field(default=None, repr=False)  # each file's path|size|mtime when listed
 
     def __len__(self) -> int:
         """The number of images."""
@@ -108,6 +109,7 @@ class Collection:
             classes=self.classes,
             arrays=None if self.arrays is None else self.arrays[idx],
             fingerprint=_hash([self.fingerprint, *map(str, idx)]),
+            stats=None if self.stats is None else [self.stats[i] for i in idx],
         )
 
 
@@ -139,13 +141,15 @@ def _from_files(name: str, files: list[Path], root: Path | None) -> Collection:
             classes = sorted({p[0] for p in parts if len(p) > 1})
             index = {c: i for i, c in enumerate(classes)}
             labels = [index[p[0]] if len(p) > 1 else -1 for p in parts]
+    stats = [_stat_key(f) for f in unique]
     return Collection(
         name=name,
         paths=[str(f) for f in unique],
         labels=labels,
         classes=classes,
-        fingerprint=_hash([name, *(_stat_key(f) for f in unique)]),
+        fingerprint=_hash([name, *stats]),
         duplicates=len(files) - len(unique),
+        stats=stats,
     )
 
 
@@ -236,6 +240,62 @@ def open_dataset(spec: str | os.PathLike[str] | Collection) -> Collection:
 
 
 __all__ = ["BUNDLED", "SAMPLES", "Collection", "DatasetError", "ImageError", "open_dataset"]
+
+
+@dataclass
+class Changes:
+    """How the files of a collection differ from when it was listed (`changes` makes it).
+
+    Attributes:
+        added: image files in its folder or list now that were not listed.
+        removed: listed files that are gone.
+        changed: listed files whose size or modification time differ (rewritten, truncated).
+        now: the collection as it is now.
+    """
+
+    added: int
+    removed: int
+    changed: int
+    now: Collection
+
+    def __str__(self) -> str:
+        parts = [f"{v} {k}" for k, v in (("added", self.added), ("removed", self.removed), ("changed", self.changed))]
+        return ", ".join(p for p in parts if not p.startswith("0 ")) or "unchanged"
+
+
+def changes(coll: Collection) -> Changes | None:
+    """Whether the image files of `coll` changed since it was listed: files added to its folder
+    or list, listed files removed or rewritten. Bundled and in-memory collections never change.
+
+    Args:
+        coll: a collection made by `open_dataset` (or a subset of one).
+
+    Returns:
+        None when nothing changed, else the `Changes`, with the collection as it is now.
+
+    Example:
+        >>> from visionlens.dataset import open_dataset
+        >>> from visionlens.dataset.sources import changes
+        >>> print(changes(open_dataset("samples")))
+        None
+    """
+    if coll.stats is None:
+        return None
+    now_stats = [_stat_key(Path(p)) for p in coll.paths]
+    removed = sum(s.endswith("|missing") for s in now_stats)
+    changed = sum(a != b and not a.endswith("|missing") for a, b in zip(now_stats, coll.stats, strict=True))
+    src = Path(coll.name)
+    try:  # the folder or list as it is now (a subset or a list of files: those files)
+        now = folder(src) if src.is_dir() else listing(src) if src.is_file() else None
+    except DatasetError:
+        now = None
+    if now is None:
+        kept = [p for p, s in zip(coll.paths, now_stats, strict=True) if not s.endswith("|missing")]
+        now = _from_files(coll.name, [Path(p) for p in kept], None) if kept else coll.subset([])
+    added = len(set(now.paths) - set(coll.paths))
+    if not (added or removed or changed):
+        return None
+    return Changes(added, removed, changed, now)
 
 
 def listing_of(paths: Sequence[str]) -> Collection:

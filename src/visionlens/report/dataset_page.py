@@ -19,14 +19,16 @@ import numpy as np
 from .. import plots, render
 from ..dataset import PassResult, open_dataset, run_pass
 from ..dataset.views import colour_classes, default_queries, embed, grid_assignment, model_view, neighbors, top_patches
-from ..io import model_fingerprint
+from ..io import fingerprint, model_fingerprint
 from ..models import Model
 from .context import Extension, ReportContext
 from .core import EmbeddingMap, Figure, Page, Section
+from .mapdata import MapData, Thumbs
 from .site import Site, slugify
 
 MAP_POINTS = 2000  # at most this many points (and thumbnails) in each map
 PATCHES = 8  # top patches per unit
+THUMB = 64  # px: the maps' thumbnails, in sprite sheets of 1,024
 
 
 def extension(name: str) -> Extension:
@@ -59,31 +61,33 @@ def _pass(ctx: ReportContext, name: str) -> tuple[PassResult, str]:
     return run_pass(ctx.model, name, layers, topk=16, predict=True), feature_layer
 
 
-def _thumb(site: Site, model: Model, res: PassResult, row: int) -> str:
-    rel = f"figures/dataset/thumbs/{res.cache_dir.name[:12]}-{row}.png"
-    path = site.root / rel
-    if not path.is_file():
-        render.save_image(path, render.thumbnail(model_view(model, res.collection.read(row)), 64))
-    return rel
-
-
-def _points(
-    site: Site, model: Model, res: PassResult, coords: np.ndarray, rows: Sequence[int] | np.ndarray,
-    labels: Sequence[int], names: Sequence[str],
-) -> list[dict[str, Any]]:  # fmt: skip
-    """The points of an interactive map: position, label, colour group and thumbnail
+def _map_data(
+    res: PassResult, coords: np.ndarray, rows: Sequence[int] | np.ndarray, labels: Sequence[int], names: Sequence[str]
+) -> MapData:
+    """The points of an interactive map: position, label ("path (class)") and colour group
     (`labels[j]` indexes `names` and belongs to `rows[j]`)."""
     coll = res.collection
-    return [
-        {
-            "x": float(c[0]),
-            "y": float(c[1]),
-            "label": f"{coll.paths[i]} ({names[labels[j]]})",
-            "group": names[labels[j]],
-            "thumb": _thumb(site, model, res, int(i)),
-        }
-        for j, (c, i) in enumerate(zip(coords, rows, strict=True))
-    ]
+    return MapData(
+        np.asarray(coords, np.float32),
+        labels=[f"{coll.paths[i]} ({names[labels[j]]})" for j, i in enumerate(rows)],
+        groups=np.asarray(labels, np.int64),
+        group_names=list(names),
+    )
+
+
+def _thumbs(model: Model, res: PassResult, rows: Sequence[int] | np.ndarray) -> Thumbs:
+    """rows of the map -> their images as the model sees them, THUMB px."""
+    coll = res.collection
+
+    def make(js: np.ndarray) -> np.ndarray:
+        return np.stack([render.thumbnail(model_view(model, coll.read(int(rows[j]))), THUMB) for j in js])
+
+    return make
+
+
+def _thumbs_stem(res: PassResult, rows: Sequence[int] | np.ndarray) -> str:
+    """Sprite sheets are named after the pass and the rows: maps of the same rows share them."""
+    return f"dataset/thumbs/{res.cache_dir.name[:12]}-{fingerprint([int(r) for r in rows])[:10]}"
 
 
 @dataclass
@@ -179,10 +183,13 @@ class _View:
             maps.append(
                 self.site.embedding_map(
                     f"dataset-{method}",
-                    _points(self.site, self.model, self.res, coords, sub, sub_labels, self.names),
+                    data=_map_data(self.res, coords, sub, sub_labels, self.names),
                     title=f"{method} of {self.layer} (interactive)",
                     caption=f"Colour: {self.by}. {text}.",
                     params={"method": stats["params"], "layer": self.layer},
+                    thumbs=_thumbs(self.model, self.res, sub),
+                    thumb_px=THUMB,
+                    thumbs_stem=_thumbs_stem(self.res, sub),
                 )
             )
         if not figures:
@@ -321,9 +328,11 @@ def write_map_site(
     from .html import Renderer, navigation
 
     site = Site(folder, model_fingerprint(model.net, model.name))
-    points = _points(site, model, res, coords, rows, labels, names)
     map_id = "map" if page_name == "index.html" else slugify(Path(page_name).stem)
-    m = site.embedding_map(map_id, points, title=title, caption=caption, params={"layer": layer})
+    m = site.embedding_map(
+        map_id, data=_map_data(res, coords, rows, labels, names), title=title, caption=caption,
+        params={"layer": layer}, thumbs=_thumbs(model, res, rows), thumb_px=THUMB, thumbs_stem=_thumbs_stem(res, rows),
+    )  # fmt: skip
     page = Page(page_name, title, "Report", [Section("Interactive map", maps=[m])], nav_text="Map")
     renderer = Renderer(site, model.name, navigation([page]))
     renderer.copy_assets()

@@ -21,6 +21,7 @@ import torch
 from ..io import atomic_file, fingerprint, save_array
 from ..render import hwc, save_image, to_numpy
 from .core import EmbeddingMap, Figure
+from .mapdata import MapData, Thumbs, atlas_layout, atlas_pages, jpeg_bytes
 
 CACHE_VERSION = 1
 _SAFE_PATH = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
@@ -232,32 +233,67 @@ class Site:
     def embedding_map(
         self,
         map_id: str,
-        points: Sequence[Mapping[str, Any]],
+        points: Sequence[Mapping[str, Any]] | None = None,
         *,
         title: str,
         caption: str,
         params: Mapping[str, Any] | None = None,
+        data: MapData | None = None,
+        thumbs: Thumbs | None = None,
+        thumb_px: int = 64,
+        thumbs_stem: str | None = None,
     ) -> EmbeddingMap:
         """Write the data of an interactive map: `points` are dicts with x, y, label, thumb
-        (a path relative to the report folder) and optionally group (colour). The data goes to
-        `data/<map_id>.js` (assigning `window.VL_MAPS[map_id]`, so it loads from file://)
-        and the coordinates to `data/<map_id>.npy`."""
+        (a path relative to the report folder) and optionally group (colour); or, for many
+        points, `data` holds them as arrays. The data goes to `data/<map_id>.js` (assigning
+        `window.VL_MAPS[map_id]`, compact: base64 typed arrays; it loads from file://) and the
+        coordinates to `data/<map_id>.npy`. With `thumbs`, every point's thumbnail is packed
+        into JPEG sprite sheets `figures/<thumbs_stem>-<k>.jpg` (1,024 thumbnails of 64 px
+        each) that the viewer loads on demand.
+
+        Args:
+            map_id: a flat name, unique in the report.
+            points: the points as dicts (or None with `data`).
+            title: a short title.
+            caption: what it shows and how it was made.
+            params: method and parameters, shown under the caption.
+            data: the points as a `MapData` (instead of `points`).
+            thumbs: rows -> (len(rows), thumb_px, thumb_px, 3) thumbnails of those points.
+            thumb_px: the thumbnails' side, in px.
+            thumbs_stem: where the sheets go under figures/; name it after what they show
+                (e.g. a fingerprint of the images), and existing sheets are reused; default:
+                maps/<map_id>-thumbs, always rewritten.
+
+        Returns:
+            The `EmbeddingMap` to put in a `Section`.
+
+        Example:
+            >>> from visionlens.report import Site
+            >>> from visionlens.report.mapdata import MapData
+            >>> site = Site("report", "my-model")
+            >>> grey = lambda rows: np.full((len(rows), 64, 64, 3), 128, np.uint8)
+            >>> m = site.embedding_map("big", data=MapData(np.zeros((5000, 2))), thumbs=grey, title="t", caption="c")
+            >>> m.data, len(list((site.root / "figures" / "maps").glob("big-thumbs-*.jpg")))  # 1,024 a sheet
+            ('data/big.js', 5)
+        """
         self._check(map_id)
         if "/" in map_id:
             raise ValueError("map ids are flat names")
-        clean = []
-        for p in points:
-            q = {"x": float(p["x"]), "y": float(p["y"]), "label": str(p.get("label", "")), "thumb": p.get("thumb")}
-            if p.get("group") is not None:
-                q["group"] = str(p["group"])
-            clean.append(q)
-        data = {"id": map_id, "title": title, "points": clean}
-        body = json.dumps(data, ensure_ascii=True, separators=(",", ":"))
-        # ensure_ascii escapes U+2028/9; "</" cannot end a script here since the file is external
-        js = f"(window.VL_MAPS = window.VL_MAPS || {{}})[{json.dumps(map_id)}] = {body};\n"
+        if (points is None) == (data is None):
+            raise ValueError("give the points either as `points` or as `data`")
+        data = data if data is not None else MapData.from_points(points or [])
+        if thumbs is not None:
+            stem = self._check(thumbs_stem or f"maps/{map_id}-thumbs")
+            cols, per, count = atlas_layout(len(data.xy), thumb_px)
+            files = [f"figures/{stem}-{k}.jpg" for k in range(count)]
+            if thumbs_stem is None or not all((self.root / f).is_file() for f in files):
+                for k, sheet in atlas_pages(len(data.xy), thumbs, thumb_px):
+                    with atomic_file(self.root / files[k]) as f:
+                        f.write(jpeg_bytes(sheet))
+            data.atlas = {"files": files, "tile": thumb_px, "cols": cols, "per": per}
         rel, npy = f"data/{map_id}.js", f"data/{map_id}.npy"
-        self.write_text(rel, js)
-        save_array(self.root / npy, np.array([[p["x"], p["y"]] for p in clean], dtype=np.float32).reshape(-1, 2))
+        self.write_text(rel, data.script(map_id, title))
+        save_array(self.root / npy, data.xy)
         return EmbeddingMap(map_id, rel, title, caption, dict(params or {}), npy)
 
     # ------------------------------------------------------------ plain files
