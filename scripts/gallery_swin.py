@@ -85,7 +85,8 @@ def main() -> None:
     panels = []
     for i in range(len(xs)):
         heat = (maps[i] - maps[i].median()).clamp(min=0)  # the flat background (the median) shows no colour
-        over = render.overlay(render.hwc(pics[i]), heat, "jet", 0.7)
+        canvas = 0.12 + 0.88 * render.hwc(pics[i])  # dark grey, not black: the map's blues stay visible
+        over = render.overlay(canvas, heat, "jet", 0.7)
         panels.append(render.Panel(render.upscale(over, 128), f"digit {show.labels[i]}"))
     out = render.save_figure(
         GALLERY / "swin-gradcam.png",
