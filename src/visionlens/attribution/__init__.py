@@ -5,9 +5,9 @@ embedding, or any callable on the model output (see `targets`); `evaluate` and `
 measure which map to trust."""
 
 from .attention import attention_layers, attention_maps, attention_rollout, attention_weights
-from .cams import CAMS, cam
+from .cams import CAMS, cam, gradcam
 from .evaluate import Evaluation, MethodScore, default_methods, evaluate
-from .guided import gradcam, guided_backprop, guided_gradcam, has_guided_rule
+from .guided import guided_backprop, guided_gradcam, has_guided_rule
 from .integrated import attribution_map, integrated_gradients
 from .methods import METHODS, attribution, available_methods
 from .metrics import Curve, Randomization, cascading_randomization, deletion_insertion, linear_impute, road

@@ -1,10 +1,10 @@
-"""The CAM family beyond Grad-CAM: Grad-CAM++, HiResCAM, XGrad-CAM, LayerCAM (from one
-layer's activations and gradients), Score-CAM and Ablation-CAM (from the scores of many
-modified copies, batched) and Eigen-CAM (from the activations alone).
+"""The CAM family: Grad-CAM, Grad-CAM++, HiResCAM, XGrad-CAM, LayerCAM (one engine over a
+layer's activations and gradients, each method a combination rule), Score-CAM and Ablation-CAM
+(from the scores of many modified copies, batched) and Eigen-CAM (from the activations alone).
 
 Every method follows pytorch-grad-cam's definitions, so that before its min-max scaling a
 map equals that library's `get_cam_image` (after its ReLU) on the same layer and target, and
-shares `gradcam`'s calling convention: `method(model, x, target=None, *, layer=None,
+shares one calling convention: `method(model, x, target=None, *, layer=None,
 upsample=True, softmax=False, batch_size=32) -> (B, H, W)`, >= 0, not normalized. A layer is
 chosen as `gradcam` chooses it, and any map layout (channels-first, channels-last, tokens)
 becomes (B, C, h, w) through `map_layout`. `cam(model, x, target, method=...)` picks one by name.
@@ -28,7 +28,6 @@ from ..layers import last_spatial_layer, map_layout
 from ..models import Model, as_model
 from ..probe import Probe, resolve_layer
 from ._common import Target, batched_scores, check_positive, input_gradient
-from .guided import gradcam
 from .targets import BoundTarget, bind, output_tensor
 
 # (activations, gradients), both (B, C, h, w) -> (B, h, w) map before the ReLU
@@ -84,6 +83,11 @@ def _spatial_sum(t: torch.Tensor) -> torch.Tensor:
     return t.sum(dim=(2, 3), keepdim=True)
 
 
+def _gradcam(act: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    weights = grad.mean(dim=(2, 3), keepdim=True)
+    return (weights * act).sum(1)
+
+
 def _gradcam_pp(act: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
     # Chattopadhyay et al. 2018, eq. 19, with exp(score) dropped as pytorch-grad-cam does
     g2 = grad.pow(2)
@@ -105,6 +109,41 @@ def _xgradcam(act: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
 
 def _layercam(act: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
     return (grad.clamp(min=0) * act).sum(1)
+
+
+def gradcam(
+    model: Model | nn.Module,
+    x: torch.Tensor,
+    target: Target = None,
+    *,
+    layer: str | None = None,
+    upsample: bool = True,
+    softmax: bool = False,
+    batch_size: int = 32,
+) -> torch.Tensor:
+    """Grad-CAM: ReLU(sum_c w_c A_c) with w_c the spatial mean of d score / d A_c at
+    `layer` (default: the last spatial layer), bilinearly upsampled to the input size. It is
+    one combination rule of the CAM family's shared engine, like the others below.
+
+    Args:
+        model: a `Model` or any `nn.Module` returning logits.
+        x: model input as `model.prepare` makes it, (B, 3, H, W).
+        target: the class(es) to explain (index or name, one per image, or None for top-1).
+        layer: dotted name of a layer with a (C, h, w) output; default: the last spatial one.
+        upsample: resize the map to the input's (H, W); False keeps the layer's (h, w).
+        softmax: explain the target's probability instead of its logit.
+        batch_size: images per forward/backward pass.
+
+    Returns:
+        (B, H, W) (or (B, h, w)) map, >= 0, on the model's device; not normalized.
+
+    Example:
+        >>> model = vl.load_model()
+        >>> x = model.prepare("chelsea")
+        >>> vl.gradcam(model, x).shape, vl.gradcam(model, x, layer="blocks.5", upsample=False).shape
+        (torch.Size([1, 224, 224]), torch.Size([1, 7, 7]))
+    """
+    return _gradient_cam(model, x, target, layer, upsample, softmax, batch_size, _gradcam)
 
 
 def gradcam_pp(
@@ -588,8 +627,8 @@ def cam(
         target: what to explain (class index or name, None for top-1, or any target object).
         method: "gradcam", "gradcam++", "hirescam", "xgradcam", "layercam", "scorecam",
             "ablationcam" or "eigencam".
-        **kw: the method's keyword options (`layer`, `upsample`, `softmax`, `batch_size`);
-            `batch_size` is dropped for a method without one (Grad-CAM runs the batch at once).
+        **kw: the method's keyword options (`layer`, `upsample`, `softmax`, `batch_size`;
+            `batch_size` is dropped for a method without one).
 
     Returns:
         (B, H, W) (or (B, h, w) with `upsample=False`) map, >= 0, on the model's device.
