@@ -43,6 +43,7 @@ from .passcore import (
     PREDICTIONS,
     CacheError,
     _checkpoint,
+    _commit_batch,
     _complete_files,
     _feature_file,
     _finish,
@@ -52,7 +53,6 @@ from .passcore import (
     _resume,
     _RowFile,
     _safe,
-    _store_batch,
 )
 from .sources import Changes, Collection, DatasetError, changes, open_dataset
 
@@ -436,12 +436,9 @@ def _run(job: _Job, progress: bool, on_batch: Callable[[int, int], None] | None)
                     files[PREDICTIONS].write(int(idx[0]), torch.stack([c.float(), p], 1).cpu().numpy())
                 else:
                     forward_until(model.net, x, job.deepest)
-                ok = np.array([not e for e in errors])
                 pixels = F.adaptive_avg_pool2d(x.float(), job.psize).flatten(1).cpu().numpy()
-                start = int(idx[0])
-                new_tops = _store_batch(job, files, _reduce_numpy(job, reduced), ck[0], start, ok, pixels)
-                bad = [[int(i), coll.paths[int(i)], e] for i, e in zip(idx, errors, strict=True) if e]
-                ck = (new_tops, {"done": int(idx[0]) + len(idx), "skipped": ck[1]["skipped"] + bad})
+                reduced_np = _reduce_numpy(job, reduced)
+                ck = _commit_batch(job, files, reduced_np, ck, int(idx[0]), list(errors), pixels, coll.paths)
                 bar.advance(len(idx))
                 if time.monotonic() - last > _CHECKPOINT_SECONDS or ck[1]["done"] == n:
                     _checkpoint(job, *ck)

@@ -258,6 +258,19 @@ def _store_batch(job: _Job, files: dict[str, _RowFile], reduced: _Reduced, tops:
     return new_tops
 
 
+_State = tuple[_Tops, dict[str, Any]]  # (top-k, {"done", "skipped"}): what a checkpoint writes
+
+
+def _commit_batch(job: _Job, files: dict[str, _RowFile], reduced: _Reduced, ck: _State, start: int,
+                  errors: list[str], pixels: np.ndarray, paths: list[str]) -> _State:  # fmt: skip
+    """Store one batch (rows `start` on; `errors` says which images could not be read) and
+    return the new (tops, state) pair that a checkpoint writes. Both engines call it."""
+    ok = np.array([not e for e in errors])
+    new_tops = _store_batch(job, files, reduced, ck[0], start, ok, pixels)
+    bad = [[start + i, paths[start + i], e] for i, e in enumerate(errors) if e]
+    return new_tops, {"done": start + len(errors), "skipped": ck[1]["skipped"] + bad}
+
+
 def _reduce_numpy(job: _Job, reduced: Probe | dict[str, Any]) -> _Reduced:
     out: _Reduced = {}
     for name in job.layers:

@@ -33,6 +33,7 @@ from .passcore import (
     PIXELS,
     PREDICTIONS,
     _checkpoint,
+    _commit_batch,
     _feature_file,
     _finish,
     _Job,
@@ -40,7 +41,6 @@ from .passcore import (
     _Reduced,
     _resume,
     _RowFile,
-    _store_batch,
 )
 
 
@@ -240,15 +240,12 @@ def run_on_ray(
                 if not np.array_equal(rows, np.arange(start, start + len(rows))):
                     raise RuntimeError(f"Ray returned rows {rows[0]}..{rows[-1]} where row {start} was due")
                 errors = [str(e) for e in out["error"]]
-                ok = np.array([not e for e in errors])
                 reduced: _Reduced = {
                     name: (out[f"pooled{j}"], out[f"max{j}"], out.get(f"where{j}")) for j, name in enumerate(job.layers)
                 }
                 if job.predict:
                     files[PREDICTIONS].write(start, out["pred"])
-                new_tops = _store_batch(job, files, reduced, ck[0], start, ok, out[PIXELS])
-                bad = [[int(i), coll.paths[int(i)], e] for i, e in zip(rows, errors, strict=True) if e]
-                ck = (new_tops, {"done": start + len(rows), "skipped": ck[1]["skipped"] + bad})
+                ck = _commit_batch(job, files, reduced, ck, start, errors, out[PIXELS], coll.paths)
                 bar.advance(len(rows))
                 if time.monotonic() - last > checkpoint_seconds or ck[1]["done"] == n:
                     _checkpoint(job, *ck)
