@@ -323,6 +323,8 @@ def test_cli_targets(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
         (["saliency", "chelsea", "--similar-to", "coffee", "-t", "3"], "--similar-to"),
         (["evaluate", "chelsea", "--methods", "gradcamm"], "did you mean"),
         (["evaluate", "chelsea", "--metrics", "accuracy"], "metric"),
+        (["evaluate", "chelsea", "--methods", ""], "empty"),
+        (["evaluate", "chelsea", "--methods", "rollout"], "does not apply"),
     ],
 )
 def test_cli_bad_targets_are_one_line_errors(tmp_path, capsys: pytest.CaptureFixture[str], args, message) -> None:

@@ -115,13 +115,15 @@ class Evaluation:
         return str(pick(rows, key=lambda r: r[metric])["method"])
 
 
-def check_names(methods: Sequence[str], metrics: Sequence[str]) -> None:
+def check_names(methods: Sequence[str], metrics: Sequence[str], model: Model | torch.nn.Module | None = None) -> None:
     """Raise a one-line `ArgumentError` for an empty method list, an unknown method (with the
-    closest names) or an unknown metric.
+    closest names), a method that does not apply to `model` (guided backprop without a
+    ReLU, rollout without attention) or an unknown metric.
 
     Args:
         methods: method names.
         metrics: metric names.
+        model: when given, also check that each method applies to it.
 
     Example:
         >>> from visionlens.attribution.evaluate import check_names
@@ -135,6 +137,11 @@ def check_names(methods: Sequence[str], metrics: Sequence[str]) -> None:
     for metric in metrics:
         if metric not in METRICS:
             raise ArgumentError(f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
+    if model is not None:
+        usable = available_methods(model)
+        for name in methods:
+            if name not in usable:
+                raise ArgumentError(f"{name} does not apply to {as_model(model).name}; it can use {', '.join(usable)}")
 
 
 def default_methods(model: Model | torch.nn.Module) -> list[str]:
@@ -197,7 +204,7 @@ def evaluate(
     model = as_model(model)
     x = x.to(model.device)
     names = list(methods) if methods is not None else default_methods(model)
-    check_names(names, metrics)
+    check_names(names, metrics, model)
     bound = bind(model, x, target)
     curve_target = bind(model, x, target, softmax) if softmax else bound
     out = []

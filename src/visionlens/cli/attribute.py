@@ -273,9 +273,10 @@ def evaluate(
     path = output_path(output, f"{stem(images[0])}-evaluate.png")
     names = comma_list(methods) if methods is not None else None
     wanted = comma_list(metrics)
-    check_names(names or ["gradient"], wanted)  # before the model loads
+    check_names(names if names is not None else ["gradient"], wanted)  # before the model loads
     m = spec.load()
     x = m.prepare(images)
+    check_names(names if names is not None else A.default_methods(m), wanted, m)  # before the progress bar
     target = aim.resolve(m, x)
     with Progress("attribution methods and their metrics", len(names or A.default_methods(m))) as bar:
         ev = A.evaluate(m, x, names, target, metrics=wanted, steps=steps, layer=layer, progress=lambda _: bar.advance())
