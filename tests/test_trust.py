@@ -354,3 +354,16 @@ def test_cli_evaluate(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
     arrays = np.load(tmp_path / "e.npz")
     assert list(arrays["methods"]) == ["gradient", "gradcam", "ig"]
     assert np.isfinite(arrays["deletion"]).all() and np.isfinite(arrays["road_lerf"]).all()
+
+
+def test_methods_that_apply_follow_the_architecture() -> None:
+    """Rollout needs plain global attention: a ViT has it, Swin's windowed attention with
+    relative position biases does not (evaluate at its defaults once picked rollout on Swin
+    and failed); guided backprop needs a ReLU."""
+    from visionlens.attribution import available_methods
+
+    from .archs import swin_tiny, vit_small
+
+    vit, swin = available_methods(vit_small()), available_methods(swin_tiny())
+    assert "rollout" in vit and "guided" not in vit
+    assert "rollout" not in swin and "guided" not in swin

@@ -57,6 +57,28 @@ def attention_layers(model: Model | nn.Module) -> list[str]:
     return [name for name, m in net.named_modules() if _is_timm_attention(m) or isinstance(m, nn.MultiheadAttention)]
 
 
+def rollout_applies(model: Model | nn.Module) -> bool:
+    """Whether attention rollout and per-head maps apply: the model has self-attention layers
+    and all of them are plain global softmax(q k^T) attention (not Swin's windowed attention
+    with relative position biases, nor rotary or relative-position variants).
+
+    Args:
+        model: a `Model` or any `nn.Module`.
+
+    Returns:
+        True for ViT / DeiT-style models.
+
+    Example:
+        >>> from visionlens.attribution.attention import rollout_applies
+        >>> rollout_applies(vl.load_model("digits_vit")), rollout_applies(vl.load_model())
+        (True, False)
+    """
+    net = as_model(model).net
+    names = attention_layers(net)
+    modules = dict(net.named_modules())
+    return bool(names) and not any(getattr(modules[n], a, None) is not None for n in names for a in _UNSUPPORTED)
+
+
 def _no_attention(net: nn.Module) -> LayerError:
     return LayerError(
         f"{type(net).__name__} has no self-attention layers (timm Attention or nn.MultiheadAttention); "

@@ -92,7 +92,7 @@ Example:
 
 def available_methods(model: Model | torch.nn.Module) -> list[str]:
     """The methods that apply to `model`: guided backprop only with ReLU-family activations,
-    attention rollout only on ViT-style transformers.
+    attention rollout only on ViT-style transformers (plain global attention, not Swin's).
 
     Args:
         model: a `Model` or `nn.Module`.
@@ -105,14 +105,14 @@ def available_methods(model: Model | torch.nn.Module) -> list[str]:
         >>> "rollout" in available_methods(vl.load_model()), "guided" in available_methods(vl.load_model())
         (False, True)
     """
-    from .attention import attention_layers
+    from .attention import rollout_applies
     from .guided import has_guided_rule
 
     model = as_model(model)
     names = list(METHODS)
     if not has_guided_rule(model):
         names.remove("guided")
-    if not attention_layers(model):
+    if not rollout_applies(model):
         names.remove("rollout")
     return names
 
