@@ -18,6 +18,7 @@ import contextlib
 import logging
 import math
 import os
+import re
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -29,6 +30,7 @@ import torch.nn.functional as F
 
 from ..errors import ArgumentError, ImageError
 from ..progress import Progress
+from .sources import DatasetError
 from .passcore import (
     PIXELS,
     PREDICTIONS,
@@ -42,6 +44,8 @@ from .passcore import (
     _resume,
     _RowFile,
 )
+
+_TASK_RETRIES = 3  # times a batch is run again after the actor running it died
 
 
 def _ray() -> Any:
@@ -166,6 +170,12 @@ class _PassActor:
         return out
 
 
+def _worker_died(ray: Any) -> tuple[type[BaseException], ...]:
+    """Ray's errors for a process or node that died under the pass (the names this Ray has)."""
+    names = ("RayActorError", "WorkerCrashedError", "NodeDiedError", "OutOfMemoryError", "ObjectLostError")
+    return tuple(getattr(ray.exceptions, name) for name in names if hasattr(ray.exceptions, name))
+
+
 def _pool_size(ray: Any, workers: int | None) -> tuple[int, float, float]:
     """(actors, CPUs per actor, GPUs per actor) for this cluster: one actor per GPU when it has
     GPUs; else half the CPUs, each actor asking for a share that leaves room for Ray Data's
@@ -225,6 +235,11 @@ def run_on_ray(
             num_cpus=cpus,
             num_gpus=gpus,
             zero_copy_batch=True,
+            # a dead actor (OOM-killed, a lost node) is restarted and its batch run again (a
+            # batch is a pure function of its rows; the driver takes each row once, in order);
+            # a batch that kills _TASK_RETRIES + 1 actors ends the pass instead of looping
+            max_restarts=-1,
+            max_task_retries=_TASK_RETRIES,
         )
         bar = Progress(
             f"features of {coll.name} on Ray ({actors} actors)", n, completed=state["done"], enabled=progress
@@ -252,9 +267,15 @@ def run_on_ray(
                     last = time.monotonic()
                 if on_batch is not None:
                     on_batch(ck[1]["done"], n)
-        except BaseException:
+        except BaseException as e:
             with contextlib.suppress(OSError):
                 _checkpoint(job, *ck)
+            if isinstance(e, _worker_died(ray)):
+                first = (re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip().splitlines() or [""])[0][:300]
+                raise DatasetError(
+                    f"a Ray worker died and the pass stopped at row {ck[1]['done']} of {n} "
+                    f"({type(e).__name__}: {first}); run the same command again to resume from the checkpoint"
+                ) from e
             raise
         finally:
             ctx.execution_options.preserve_order, ctx.enable_progress_bars = before
