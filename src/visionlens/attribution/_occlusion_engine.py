@@ -11,9 +11,7 @@ recomputed regions back are tensor gathers, with no Python loop over windows.
 
 from __future__ import annotations
 
-import copy
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +20,7 @@ from torch import nn
 
 from ..fields import ReceptiveField, receptive_fields
 from ..tracing import Trace, forward_until, resume_from, trace
+from ._fast import inference_copy
 
 _FRAC = 0.8  # stop cutting once a window changes more than this fraction of a map
 _MEMORY = 1 << 30  # bytes of activations one batch may hold
@@ -66,62 +65,6 @@ def _changed(rf: ReceptiveField, lo: int, hi: int, size: int, axis: int) -> tupl
     j0 = (lo + p - r) // s + 1
     j1 = -(-(hi + p) // s)
     return max(0, j0), min(size, j1)
-
-
-def _fold_batchnorms(net: nn.Module, tr: Trace) -> None:
-    """Fold each eval-mode BatchNorm2d that directly follows a convolution into its weights."""
-    modules = dict(net.named_modules())
-    after = {tr.end[n] + 1: n for n in tr.order if isinstance(modules[n], nn.Conv2d) and tr.calls[n] == 1}
-    for name in tr.order:
-        bn = modules[name]
-        conv_name = after.get(tr.start.get(name, -1))
-        if not isinstance(bn, nn.BatchNorm2d) or conv_name is None or tr.calls[name] != 1:
-            continue
-        conv = modules[conv_name]
-        if bn.running_var is None or bn.running_mean is None or conv.out_channels != bn.num_features:
-            continue
-        scale = (bn.running_var + bn.eps).rsqrt() * (bn.weight if bn.weight is not None else 1.0)
-        shift = (bn.bias if bn.bias is not None else 0.0) - bn.running_mean * scale
-        conv.weight.data.mul_(scale.view(-1, 1, 1, 1))
-        bias = conv.bias.data * scale if conv.bias is not None else 0.0
-        conv.bias = nn.Parameter(bias + shift, requires_grad=False)
-        act = getattr(bn, "act", None)  # timm's BatchNormAct2d carries its activation
-        drop = getattr(bn, "drop", None)
-        # assigned through the plain-Module view: `forward` is an attribute there
-        if isinstance(act, nn.Module):
-            modules[name].forward = _act_only(act, drop if isinstance(drop, nn.Module) else None)
-        elif type(bn) in (nn.BatchNorm2d,):
-            modules[name].forward = _identity
-        else:
-            continue
-
-
-def _identity(x: torch.Tensor) -> torch.Tensor:
-    return x
-
-
-def _act_only(act: nn.Module, drop: nn.Module | None) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The forward of a folded BatchNormAct2d: its dropout and activation only."""
-    return lambda x: act(drop(x) if drop is not None else x)
-
-
-def _fast_copy(net: nn.Module, x1: torch.Tensor) -> nn.Module:
-    """An inference copy: BatchNorm folded into convolutions, channels-last. Kept only if it
-    gives the original's logits. (Inplace activations stay: every tensor the occluder feeds
-    in or reads back is its own copy.)"""
-    fast = copy.deepcopy(net).eval()
-    for p in fast.parameters():
-        p.requires_grad_(False)
-    # no_grad, not inference mode: the folded biases must stay ordinary tensors, which the
-    # receptive-field measurement can copy and differentiate
-    with torch.no_grad():
-        ref = net.eval()(x1)
-        plain = copy.deepcopy(fast)
-        _fold_batchnorms(fast, trace(fast, x1))
-        out = fast(x1)
-    if not torch.allclose(out, ref, rtol=1e-3, atol=1e-4 * float(ref.abs().max())):
-        fast = plain
-    return fast.to(memory_format=torch.channels_last)
 
 
 def _relative(rf: ReceptiveField, rfa: ReceptiveField, i: int) -> tuple[int, int, int]:
@@ -241,7 +184,7 @@ class Engine:
 
     def __init__(self, net: nn.Module, x1: torch.Tensor, window: int, stride: int, incremental: bool = True) -> None:
         with torch.inference_mode(False):  # parameters made here stay ordinary tensors
-            self.net = _fast_copy(net, x1)
+            self.net = inference_copy(net, x1)
             self.hw = (int(x1.shape[-2]), int(x1.shape[-1]))
             self.tr = trace(self.net, x1)
             self.segments = _plan(self.net, self.tr, self.hw, window, stride) if incremental else []

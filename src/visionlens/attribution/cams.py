@@ -28,6 +28,7 @@ from ..layers import last_spatial_layer, map_layout
 from ..models import Model, as_model
 from ..probe import Probe, resolve_layer
 from ._common import Target, batched_scores, check_positive, input_gradient
+from ._fast import FastForward
 from .targets import BoundTarget, bind, output_tensor
 
 # (activations, gradients), both (B, C, h, w) -> (B, h, w) map before the ReLU
@@ -293,45 +294,6 @@ def _clean_pass(
     return native, bound(out).float().cpu(), bound
 
 
-class _Runner:
-    """A context giving `net`'s forward pass on batches of copies, fast on the CPU: there the
-    convolution weights are laid out channels-last while inside (their `.data` swapped, and
-    swapped back on exit) and so are the batches, which makes convolutions up to twice as
-    fast. As given on other devices, and from the first batch on that the network refuses
-    that layout in (a `.view` of a map or weight)."""
-
-    def __init__(self, net: nn.Module) -> None:
-        self.net = net
-        self.channels_last = False
-        self.saved: list[tuple[nn.Parameter, torch.Tensor]] = []
-
-    def __enter__(self) -> _Runner:
-        params = [p for p in self.net.parameters() if p.ndim == 4 and p.device.type == "cpu"]
-        self.channels_last = bool(params)
-        with torch.inference_mode(False), torch.no_grad():
-            for p in params:
-                self.saved.append((p, p.data))
-                p.data = p.data.contiguous(memory_format=torch.channels_last)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._restore()
-
-    def _restore(self) -> None:
-        for p, data in self.saved:
-            p.data = data
-        self.saved.clear()
-
-    def __call__(self, x: torch.Tensor) -> Any:
-        if self.channels_last and x.ndim == 4:
-            try:
-                return self.net(x.contiguous(memory_format=torch.channels_last))
-            except RuntimeError:
-                self.channels_last = False
-                self._restore()
-        return self.net(x)
-
-
 def scorecam(
     model: Model | nn.Module,
     x: torch.Tensor,
@@ -389,8 +351,8 @@ def scorecam(
             mask = ((up - lo) / (hi - lo + 1e-8)) * (ch >= 0)[:, None]
             return x[own] * mask.view(-1, 1, *hw).to(x.dtype)
 
-        with Probe(model.net), _Runner(model.net) as run:  # eval mode, frozen parameters: restored after
-            scores = batched_scores(run, bound, owners, masked, batch_size).to(x.device)
+        run = FastForward.of(model.net, x[:1])
+        scores = batched_scores(run, bound, owners, masked, batch_size).to(x.device)
         n = int(live.sum())
         table = scores[n:, None].expand(b, c).clone()  # the blank copy's score for dead channels
         table[live] = scores[:n]
@@ -442,26 +404,26 @@ def _ablation_scores(
     the copies (a residual stream read again after the layer does), which is checked on two
     channels against running every copy through the whole network; otherwise it does."""
     b = native.shape[0]
-    with _Runner(net) as forward:
-        whole = _ablation_pass(forward, x, native, layout, layer, bound, broadcast=False)
-        probe = torch.tensor([0, c - 1])
-        reference = whole(0, probe)
-        try:
-            fast = _ablation_pass(forward, x, native, layout, layer, bound, broadcast=True)
-            same = torch.allclose(fast(0, probe), reference, rtol=1e-4, atol=1e-5 * float(reference.abs().max()))
-        except (RuntimeError, AssertionError, ValueError):  # shapes that do not broadcast: run whole copies
-            same = False
-        run = fast if same else whole
-        scores = torch.empty(b, c)
-        for i in range(b):
-            for start in range(0, c, batch_size):
-                chans = torch.arange(start, min(c, start + batch_size))
-                scores[i, chans] = run(i, chans)
+    forward = FastForward.of(net, x[:1], fold=False)  # no fold: the layer's own output is replaced
+    whole = _ablation_pass(forward, x, native, layout, layer, bound, broadcast=False)
+    probe = torch.tensor([0, c - 1])
+    reference = whole(0, probe)
+    try:
+        fast = _ablation_pass(forward, x, native, layout, layer, bound, broadcast=True)
+        same = torch.allclose(fast(0, probe), reference, rtol=1e-4, atol=1e-5 * float(reference.abs().max()))
+    except (RuntimeError, AssertionError, ValueError):  # shapes that do not broadcast: run whole copies
+        same = False
+    run = fast if same else whole
+    scores = torch.empty(b, c)
+    for i in range(b):
+        for start in range(0, c, batch_size):
+            chans = torch.arange(start, min(c, start + batch_size))
+            scores[i, chans] = run(i, chans)
     return scores
 
 
 def _ablation_pass(
-    forward: _Runner,
+    forward: FastForward,
     x: torch.Tensor,
     native: torch.Tensor,
     layout: MapLayout,
@@ -529,8 +491,7 @@ def ablationcam(
     with torch.inference_mode():
         native, clean, bound = _clean_pass(model, x, target, layer, softmax)
         act = layout.to_nchw(native, hw).float()
-        with Probe(model.net):  # eval mode and frozen parameters, restored after
-            ablated = _ablation_scores(model.net, x, native, act.shape[1], layout, layer, bound, batch_size)
+        ablated = _ablation_scores(model.net, x, native, act.shape[1], layout, layer, bound, batch_size)
         denom = torch.where(clean == 0, torch.ones_like(clean), clean)[:, None]
         weights = ((clean[:, None] - ablated) / denom).to(act.device)
         cam = (weights[:, :, None, None] * act).sum(1)

@@ -33,6 +33,7 @@ from torchvision.transforms.functional import gaussian_blur
 from ..errors import ArgumentError
 from ..models import Model, as_model
 from ._common import Target, batched_scores, check_positive
+from ._fast import FastForward
 from .targets import BoundTarget, bind
 
 
@@ -159,14 +160,13 @@ def deletion_insertion(
     def build(start: torch.Tensor, end: torch.Tensor) -> Callable[[slice], torch.Tensor]:
         def make(sl: slice) -> torch.Tensor:
             o = owners[sl].to(x.device)
-            # channels-last: about 2x faster convolutions on CPU (said, not left to broadcasting)
-            return torch.where(first[o] <= k[sl], end[o], start[o]).contiguous(memory_format=torch.channels_last)
+            return torch.where(first[o] <= k[sl], end[o], start[o])
 
         return make
 
-    net = model.net.eval()
-    dele = batched_scores(net, bound, owners, build(x, gone), batch_size).view(b, steps + 1)
-    ins = batched_scores(net, bound, owners, build(blur, x), batch_size).view(b, steps + 1)
+    run = FastForward.of(model.net, x[:1])
+    dele = batched_scores(run, bound, owners, build(x, gone), batch_size).view(b, steps + 1)
+    ins = batched_scores(run, bound, owners, build(blur, x), batch_size).view(b, steps + 1)
     fr = np.arange(steps + 1) / steps
     return Curve(fr, dele.numpy(), "deletion"), Curve(fr, ins.numpy(), "insertion")
 
@@ -285,6 +285,7 @@ def road(
     b, hw = x.shape[0], x.shape[-2] * x.shape[-1]
     ranks = _ranks(maps).view(b, *x.shape[-2:])
     curves = []
+    run = FastForward.of(model.net, x[:1])
     for most_first in (True, False):
         imgs = []
         for i in range(b):
@@ -292,9 +293,9 @@ def road(
                 n = int(round(f * hw))
                 removed = ranks[i] < n if most_first else ranks[i] >= hw - n
                 imgs.append(linear_impute(x[i], removed, noise, seed=i))
-        batch = torch.stack(imgs).contiguous(memory_format=torch.channels_last)
+        batch = torch.stack(imgs)
         owners = torch.arange(b).repeat_interleave(fr.size)
-        s = batched_scores(model.net.eval(), bound, owners, batch.__getitem__, batch_size)
+        s = batched_scores(run, bound, owners, batch.__getitem__, batch_size)
         curves.append(Curve(fr, s.view(b, fr.size).numpy(), "road-morf" if most_first else "road-lerf"))
     return curves[0], curves[1]
 
