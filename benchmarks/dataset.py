@@ -8,8 +8,9 @@
 - approx: the approximate index (IVF-Flat, nprobe tuned to recall@10 >= 0.95) vs exact FAISS
   search on N x 1,280 synthetic clustered features (--approx-n, default 1,000,000): build time,
   recall@10 on 1,000 fresh queries, speed-up, memory.
-- ray: the pass on Ray (local instance, 1 and 2 actors) vs the local pass vs a bare loop, on
-  generated images (--ray-n); Ray's start-up time apart.
+- ray: the pass on Ray (local instance, 1 and 2 actors) vs the local pass vs a bare DataLoader
+  loop, on generated images (--ray-n, default 10,000; --ray-size, the model's input size);
+  Ray's start-up time apart.
 - maps: building a t-SNE and a UMAP map (`embed`) of N x 1,280 clustered features for each N of
   --maps-n (default 100,000 and 1,000,000); above 100,000 points the map is fitted on a sample
   of 100,000 and the rest placed by `transform`. Each in its own process: time, peak RSS,
@@ -22,6 +23,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -237,15 +239,32 @@ def approx_bench(n: int, dim: int, queries: int) -> None:
     )
 
 
-def ray_bench(n: int, batch: int) -> None:
+def ray_bench(n: int, batch: int, size: int) -> None:
     import ray
+    from torch.utils.data import DataLoader
 
     import visionlens as vl
     from visionlens.dataset import open_dataset, run_pass
+    from visionlens.dataset.engine import _Images
 
     model = vl.load_model()
+    if size != model.preprocessing.input_size:  # the same network at another input size
+        pre = dataclasses.replace(model.preprocessing, input_size=size, resize=size * 8 // 7)
+        model = dataclasses.replace(model, preprocessing=pre)
     tmp = Path(tempfile.mkdtemp(prefix="vl-ray-"))
-    coll = open_dataset(make_images(tmp / "images", n, 256))
+    t = time.perf_counter()
+    coll = open_dataset(make_images(tmp / "images", n, size * 8 // 7))
+    print(f"  {n} images generated in {time.perf_counter() - t:.0f} s", flush=True)
+
+    def bare() -> None:  # what a user writes: a DataLoader and a forward loop, nothing kept
+        loader = DataLoader(_Images(coll, model, 0), batch_size=batch, num_workers=0)
+        with torch.inference_mode():
+            for x, _, _ in loader:
+                model.net(x)
+
+    t = time.perf_counter()
+    bare()
+    t_bare = time.perf_counter() - t
     t = time.perf_counter()
     run_pass(model, coll, ["bn2"], batch_size=batch, workers=1, cache_dir=tmp / "local")
     t_local = time.perf_counter() - t
@@ -262,10 +281,17 @@ def ray_bench(n: int, batch: int) -> None:
             times[actors] = time.perf_counter() - t
     finally:
         ray.shutdown()
-    print(f"Ray pass, {n} images 256 px -> 224, EfficientNet-Lite0, batch {batch}, {os.cpu_count()} CPUs:")
-    print(f"  ray.init {t_init:.1f} s (paid once per process)   local run_pass {n / t_local:.1f} img/s")
+    print(
+        f"Ray pass, {n} images {size * 8 // 7} px -> {size}, EfficientNet-Lite0, batch {batch}, {os.cpu_count()} CPUs:"
+    )
+    print(f"  bare DataLoader + inference_mode loop {t_bare:.0f} s, {n / t_bare:.1f} img/s")
+    print(f"  local run_pass {t_local:.0f} s, {n / t_local:.1f} img/s = {t_bare / t_local:.0%} of the bare loop")
+    print(f"  ray.init {t_init:.1f} s (paid once per process)")
     for actors, t_r in times.items():
-        print(f"  Ray, {actors} actor(s): {t_r:.1f} s, {n / t_r:.1f} img/s = {t_local / t_r:.0%} of the local pass")
+        print(
+            f"  Ray, {actors} actor(s): {t_r:.0f} s, {n / t_r:.1f} img/s = {t_bare / t_r:.0%} of the bare loop, "
+            f"{t_local / t_r:.0%} of the local pass"
+        )
 
 
 def _maps_child(method: str, n: int, dim: int) -> None:
@@ -314,6 +340,7 @@ def main() -> None:
     ap.add_argument("--maps-child", nargs=3, help=argparse.SUPPRESS)
     ap.add_argument("--approx-n", type=int, default=1_000_000, help="rows of the approximate-kNN benchmark")
     ap.add_argument("--ray-n", type=int, default=10_000, help="images of the Ray benchmark")
+    ap.add_argument("--ray-size", type=int, default=224, help="model input size of the Ray benchmark, px")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
@@ -340,7 +367,7 @@ def main() -> None:
     if "approx" in only:
         approx_bench(20_000 if a.quick else a.approx_n, 1280, 1000)
     if "ray" in only:
-        ray_bench(64 if a.quick else a.ray_n, 32)
+        ray_bench(64 if a.quick else a.ray_n, 32, a.ray_size)
     if "maps" in only:
         sizes = [2000, 20000] if a.quick else [int(v) for v in a.maps_n.split(",")]
         maps_bench(sizes, a.maps_dim, a.maps_timeout)

@@ -1,7 +1,7 @@
 """Occlusion on the architecture matrix against Captum, same process, same image and model.
 
     python benchmarks/occlusion.py [--models resnet50,vgg16,...] [--window 16] [--stride 8]
-                                   [--ppe 1,16] [--repeats 1] [--size 224]
+                                   [--ppe 1,16] [--repeats 1] [--size 224] [--threads 2]
 
 For each model (random weights, BatchNorm statistics recalibrated on the bundled sample
 images so that the network is not degenerate, except EfficientNet-Lite0 with its bundled
@@ -142,10 +142,11 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--ppe", default="1,16", help="Captum perturbations_per_eval values to try")
     ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=2, help="torch threads for both sides")
     args = ap.parse_args()
     args.ppe = [int(p) for p in args.ppe.split(",")]
     warnings.filterwarnings("ignore")
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.size} px, window {args.window}, "
         f"stride {args.stride}, load average {os.getloadavg()[0]:.2f} (timings need an otherwise idle machine)",

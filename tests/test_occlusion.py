@@ -91,7 +91,7 @@ def test_matches_captum_on_the_matrix(name: str) -> None:
 def test_incremental_engine_equals_whole_copies(name: str) -> None:
     model = MATRIX[name]()
     x = _image(1)
-    engine = Engine(model.net, x, 8, 8)
+    engine = Engine(model.net, x, 8, 8, min_saving=0.0)  # every plan, however little it saves
     assert engine.segments, "no incremental plan"
     wins = occ._windows(archs.SIZE, archs.SIZE, 8, 8)[::3]
     owners = torch.zeros(len(wins), dtype=torch.long)
@@ -102,6 +102,17 @@ def test_incremental_engine_equals_whole_copies(name: str) -> None:
         b = engine.incremental(x, base, wins, owners, clean)
     assert (a - b).abs().max() <= 1e-4 * float(a.abs().max())
     assert set(engine.profile) >= {"whole network", f"{engine.segments[-1].b} -> output"}
+
+
+def test_a_plan_is_tried_only_where_it_can_pay() -> None:
+    """ConvNeXt's 7x7 depthwise blocks spread a window over the map within the first stage, so
+    its only cut (the stem) saves about nothing: no plan, no trial batches run both ways. On a
+    ResNet the cuts reach layer2 and save a good part of each pass."""
+    x = torch.randn(1, 3, 224, 224)
+    convnext = Engine(timm.create_model("convnext_atto", num_classes=10).eval(), x, 16, 8)
+    assert convnext.segments == [] and convnext.saving < 0.15
+    resnet = Engine(torchvision.models.resnet18(num_classes=10).eval(), x, 16, 8)
+    assert resnet.segments and resnet.saving >= 0.15
 
 
 def test_incremental_mode_is_exact_and_reported(monkeypatch: pytest.MonkeyPatch) -> None:

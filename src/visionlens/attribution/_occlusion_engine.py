@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -25,6 +26,7 @@ from ._fast import inference_copy
 _FRAC = 0.8  # stop cutting once a window changes more than this fraction of a map
 _MEMORY = 1 << 30  # bytes of activations one batch may hold
 _MAX_BATCH = 32  # larger batches run no faster per copy on a CPU
+_MIN_SAVING = 0.15  # a plan predicted to save less of a pass than this is not tried
 
 
 def window_starts(size: int, window: int, stride: int) -> list[int]:
@@ -174,20 +176,34 @@ class Engine:
         window: the window side, in px.
         stride: the step between windows, in px.
         incremental: plan the block-by-block recomputation (False: whole copies only).
+        min_saving: drop a plan predicted to save less than this fraction of a whole pass.
 
     Attributes:
-        segments: the cuts of the incremental plan (empty: whole copies only).
+        segments: the cuts of the incremental plan (empty: whole copies only; also when the
+            plan is predicted to save less than `min_saving` of a whole pass).
+        saving: the fraction of a whole pass the plan was predicted to save.
         batch_size: copies per forward pass, from the network's activation memory.
         profile: seconds spent per stage ("stem -> layer1.0", "layer2.3 -> output", "whole
             network", "build copies") since the engine was made.
     """
 
-    def __init__(self, net: nn.Module, x1: torch.Tensor, window: int, stride: int, incremental: bool = True) -> None:
+    def __init__(
+        self,
+        net: nn.Module,
+        x1: torch.Tensor,
+        window: int,
+        stride: int,
+        incremental: bool = True,
+        min_saving: float = _MIN_SAVING,
+    ) -> None:
         with torch.inference_mode(False):  # parameters made here stay ordinary tensors
             self.net = inference_copy(net, x1)
             self.hw = (int(x1.shape[-2]), int(x1.shape[-1]))
             self.tr = trace(self.net, x1)
             self.segments = _plan(self.net, self.tr, self.hw, window, stride) if incremental else []
+        self.saving = _predicted_saving(self.net, x1, self.segments) if self.segments else 0.0
+        if self.saving < min_saving:  # the cuts come too early: trying them would cost more than they save
+            self.segments = []
         largest = sorted((_numel(s) for s in self.tr.shapes.values()), reverse=True)[:3]
         self.batch_size = int(max(1, min(_MAX_BATCH, _MEMORY // max(1, 4 * sum(largest)))))
         self.profile: dict[str, float] = {}
@@ -298,6 +314,34 @@ class Engine:
             out = self.net(x[:1].expand(n, -1, -1, -1))
         self._tick(f"{last.b} -> output", t0)
         return out
+
+
+def _predicted_saving(net: nn.Module, x1: torch.Tensor, segments: list[_Segment]) -> float:
+    """The fraction of a whole pass the plan saves, predicted from one timed pass over `x1`:
+    each segment's share of the pass times the share of its input map a window leaves alone."""
+    modules = dict(net.named_modules())
+    ends: dict[str, float] = {}
+
+    def stamp(m: nn.Module, i: Any, o: Any, name: str) -> None:
+        ends.setdefault(name, time.perf_counter())
+
+    hooks = [modules[seg.b].register_forward_hook(partial(stamp, name=seg.b)) for seg in segments]
+    try:
+        with torch.inference_mode():
+            net(x1.contiguous(memory_format=torch.channels_last))  # warm
+            ends.clear()
+            t0 = time.perf_counter()
+            net(x1.contiguous(memory_format=torch.channels_last))
+            total = time.perf_counter() - t0
+    finally:
+        for h in hooks:
+            h.remove()
+    saved, prev = 0.0, t0
+    for seg in segments:
+        kept = seg.crop[0] * seg.crop[1] / (seg.size_a[0] * seg.size_a[1])
+        saved += (ends[seg.b] - prev) * (1 - kept)
+        prev = ends[seg.b]
+    return saved / max(total, 1e-9)
 
 
 def _numel(shape: tuple[int, ...]) -> int:
