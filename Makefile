@@ -84,6 +84,9 @@ test-fast: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m pip install -q -e ".[bench]"
 	$(PY) benchmarks/attribution.py
+	$(PY) benchmarks/cams.py
+	$(PY) benchmarks/cams.py --model resnet18 --size 224
+	$(PY) benchmarks/occlusion.py
 	$(PY) benchmarks/synthesis.py
 	$(PY) benchmarks/dataset.py
 
