@@ -30,7 +30,6 @@ import torch.nn.functional as F
 
 from ..errors import ArgumentError, ImageError
 from ..progress import Progress
-from .sources import DatasetError
 from .passcore import (
     PIXELS,
     PREDICTIONS,
@@ -44,6 +43,7 @@ from .passcore import (
     _resume,
     _RowFile,
 )
+from .sources import DatasetError
 
 _TASK_RETRIES = 3  # times a batch is run again after the actor running it died
 
