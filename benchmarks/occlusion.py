@@ -2,6 +2,7 @@
 
     python benchmarks/occlusion.py [--models resnet50,vgg16,...] [--window 16] [--stride 8]
                                    [--ppe 1,16] [--repeats 1] [--size 224] [--threads 2]
+    python benchmarks/occlusion.py --many 12 [--threads 1]      # many images in one call
 
 For each model (random weights, BatchNorm statistics recalibrated on the bundled sample
 images so that the network is not degenerate, except EfficientNet-Lite0 with its bundled
@@ -134,6 +135,37 @@ def run_model(name: str, args: argparse.Namespace) -> str:
     )
 
 
+def many_images(n: int, w: int, s: int) -> None:
+    """Occlusion of n images (the bundled samples and their mirror images) in one call, against
+    Captum one image at a time, and one image alone on each side, in the same run."""
+    model = vl.load_model()
+    x = model.prepare(vl.sample_names(), size=224, square=True)
+    x = torch.cat([x, x.flip(-1)] * (1 + n // (2 * len(x))))[:n]
+    with torch.no_grad():
+        targets = model.net(x).argmax(1).tolist()
+
+    def captum(i: int) -> torch.Tensor:
+        with torch.no_grad():
+            return Occlusion(lambda inp: model.net(inp).softmax(-1)).attribute(
+                x[i : i + 1], target=targets[i], sliding_window_shapes=(3, w, w), strides=(3, s, s),
+                baselines=0, perturbations_per_eval=1,
+            )  # fmt: skip
+
+    t_one, _ = bench(lambda: vl.occlusion(model, x[:1], targets[0], window=w, stride=s), 1)
+    t_one_c, _ = bench(lambda: captum(0), 1)
+    print(f"one image: visionlens {t_one:.1f} s, Captum {t_one_c:.1f} s, {t_one_c / t_one:.1f}x", flush=True)
+    t_many, ours = bench(lambda: vl.occlusion(model, x, targets, window=w, stride=s), 1)
+    t0 = time.perf_counter()
+    theirs = [captum(i) for i in range(n)]
+    t_c = time.perf_counter() - t0
+    diff = max(float((ours[i] - theirs[i][0, 0]).abs().max() / theirs[i].abs().max()) for i in range(n))
+    print(
+        f"{n} images in one call: visionlens {t_many:.1f} s ({t_many / n:.2f} s an image), Captum one at a time "
+        f"{t_c:.1f} s ({t_c / n:.2f} s an image): {t_c / t_many:.1f}x; max diff {diff:.0e} of the map",
+        flush=True,
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--models", default=",".join(MATRIX), help="comma list of " + ", ".join(MATRIX))
@@ -143,6 +175,7 @@ def main() -> None:
     ap.add_argument("--ppe", default="1,16", help="Captum perturbations_per_eval values to try")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2, help="torch threads for both sides")
+    ap.add_argument("--many", type=int, default=0, help="instead: N bundled images in one call against Captum")
     args = ap.parse_args()
     args.ppe = [int(p) for p in args.ppe.split(",")]
     warnings.filterwarnings("ignore")
@@ -152,6 +185,9 @@ def main() -> None:
         f"stride {args.stride}, load average {os.getloadavg()[0]:.2f} (timings need an otherwise idle machine)",
         flush=True,
     )
+    if args.many:
+        many_images(args.many, args.window, args.stride)
+        return
     rows = []
     for name in args.models.split(","):
         rows.append(run_model(name, args))
