@@ -98,11 +98,16 @@ def inference_copy(net: nn.Module, x1: torch.Tensor, fold: bool = True) -> nn.Mo
         for p in fast.parameters():
             p.requires_grad_(False)
         if fold:
-            plain = copy.deepcopy(fast)
-            ref = plain(x1)
+            was = net.training
+            try:
+                ref = net.eval()(x1)  # the reference: the network itself, in eval mode for a moment
+            finally:
+                net.train(was)
             fold_batchnorms(fast, trace(fast, x1))
-            if not _same(fast(x1), ref):
-                fast = plain
+            if not _same(fast(x1), ref):  # a fold that changed the outputs: copy again, unfolded
+                fast = copy.deepcopy(net).eval()
+                for p in fast.parameters():
+                    p.requires_grad_(False)
         return fast.to(memory_format=torch.channels_last)
 
 

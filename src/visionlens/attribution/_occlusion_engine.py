@@ -21,7 +21,7 @@ from torch import nn
 
 from ..fields import ReceptiveField, receptive_fields
 from ..tracing import Trace, forward_until, resume_from, trace
-from ._fast import inference_copy
+from ._fast import FastForward
 
 _FRAC = 0.8  # stop cutting once a window changes more than this fraction of a map
 _MEMORY = 1 << 30  # bytes of activations one batch may hold
@@ -207,7 +207,7 @@ class Engine:
         min_saving: float | None = None,
     ) -> None:
         with torch.inference_mode(False):  # parameters made here stay ordinary tensors
-            self.net = inference_copy(net, x1)
+            self.net = FastForward.of(net, x1).net  # the last copy made, when the network is unchanged
             self.hw = (int(x1.shape[-2]), int(x1.shape[-1]))
             self.tr = trace(self.net, x1)
             self.segments = _plan(self.net, self.tr, self.hw, window, stride) if incremental else []
