@@ -44,6 +44,17 @@ def local_ray() -> Iterator[Any]:
         signal.signal(signal.SIGALRM, before)
 
 
+def _assert_same_pass(on_ray: Any, local: Any) -> None:
+    """The Ray pass's features, pixels, predictions and top-k equal the local pass's."""
+    for name in [*LAYERS, "pixels", "predictions"]:
+        np.testing.assert_allclose(on_ray.features(name), local.features(name), atol=1e-5, rtol=0, err_msg=name)
+    for name in LAYERS:
+        a, b = local.top(name), on_ray.top(name)
+        np.testing.assert_array_equal(a.rows, b.rows, err_msg=name)
+        np.testing.assert_array_equal(a.positions, b.positions, err_msg=name)
+        np.testing.assert_allclose(a.values, b.values, atol=1e-5, rtol=0)
+
+
 @pytest.mark.slow
 def test_ray_pass_equals_local_pass_and_resumes(local_ray: Any, tmp_path: Path) -> None:
     model, coll = load_digits_cnn(), open_dataset("digits").subset(range(320))
@@ -60,13 +71,7 @@ def test_ray_pass_equals_local_pass_and_resumes(local_ray: Any, tmp_path: Path) 
     on_ray = run_pass(model, coll, LAYERS, batch_size=32, predict=True, cache_dir=tmp_path / "ray", engine="ray",
                       workers=2, on_batch=lambda d, t: seen.append(d))  # fmt: skip
     assert seen[0] > 3 * 32 and seen[-1] == 320  # ...resumed from its checkpoint, on Ray
-    for name in [*LAYERS, "pixels", "predictions"]:
-        np.testing.assert_allclose(on_ray.features(name), local.features(name), atol=1e-5, rtol=0, err_msg=name)
-    for name in LAYERS:
-        a, b = local.top(name), on_ray.top(name)
-        np.testing.assert_array_equal(a.rows, b.rows, err_msg=name)
-        np.testing.assert_array_equal(a.positions, b.positions, err_msg=name)
-        np.testing.assert_allclose(a.values, b.values, atol=1e-5, rtol=0)
+    _assert_same_pass(on_ray, local)
     nl = neighbors(model, local, "features.relu3", k=5, queries=[0, 50, 100, 200])
     nr = neighbors(model, on_ray, "features.relu3", k=5, queries=[0, 50, 100, 200])
     np.testing.assert_array_equal(nl.feature, nr.feature)
@@ -138,13 +143,7 @@ def test_ray_pass_survives_a_worker_killed_mid_pass(
     assert int(marker.read_text()) not in (0, os.getpid())  # an actor process really died
     assert seen[-1] == 320 and all(np.diff(seen) > 0)
     assert len(on_ray.features("features.relu3")) == 320
-    for name in [*LAYERS, "pixels", "predictions"]:
-        np.testing.assert_allclose(on_ray.features(name), local.features(name), atol=1e-5, rtol=0, err_msg=name)
-    for name in LAYERS:
-        a, b = local.top(name), on_ray.top(name)
-        np.testing.assert_array_equal(a.rows, b.rows, err_msg=name)
-        np.testing.assert_array_equal(a.positions, b.positions, err_msg=name)
-        np.testing.assert_allclose(a.values, b.values, atol=1e-5, rtol=0)
+    _assert_same_pass(on_ray, local)
 
 
 def test_bad_engine_and_unreachable_cluster(tmp_path: Path) -> None:
