@@ -193,6 +193,9 @@ class Engine:
         saving: the fraction of a whole pass the plan was predicted to save.
         batch_size: copies per forward pass, from the network's activation memory and the
             device (on a CPU 16 with an incremental plan, 8 without).
+        whole_batch_size: the batch size for whole copies alone.
+        verdict: None until the first batches decided between the plan and whole copies,
+            then (mode, why); kept so that later images of a stream do not try again.
         profile: seconds spent per stage ("stem -> layer1.0", "layer2.3 -> output", "whole
             network", "build copies") since the engine was made.
     """
@@ -220,8 +223,10 @@ class Engine:
         if x1.device.type == "cpu":
             cap = _CPU_BATCH_INCREMENTAL if self.segments else _CPU_BATCH_WHOLE
         self.batch_size = int(max(1, min(cap, _MEMORY // max(1, 4 * sum(largest)))))
+        self.whole_batch_size = min(_CPU_BATCH_WHOLE if x1.device.type == "cpu" else cap, self.batch_size)
         self.profile: dict[str, float] = {}
-        self._geometry: dict[int, list[torch.Tensor]] = {}
+        self.trials = 0  # batches run both ways so far (the caller's bookkeeping)
+        self.verdict: tuple[str, str] | None = None  # (mode, why) once the trials decided
 
     def _tick(self, key: str, t0: float) -> float:
         t = time.perf_counter()

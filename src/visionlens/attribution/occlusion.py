@@ -81,9 +81,11 @@ def _windows(h: int, w: int, window: int, stride: int) -> torch.Tensor:
 
 
 class _Scorer:
-    """Scores of batches of (image, window) jobs. The first two batches run both ways: the
-    incremental scores must equal the whole-copy ones (else whole copies from then on) and
-    the faster way is kept; `stats` says which and why."""
+    """Scores of batches of (image, window) jobs. Until the engine has a verdict, the first two
+    batches are also run as whole copies, a few of their windows: the incremental scores must
+    equal the whole-copy ones (else whole copies from then on), and on the second, warm batch
+    the faster way per copy is kept. The verdict stays with the engine, so a stream of images
+    tries once; `mode` and `why` say which way runs and why."""
 
     def __init__(self, engine: Engine, x: torch.Tensor, base: torch.Tensor, bound: BoundTarget, incremental: bool):
         self.engine, self.x, self.base, self.bound = engine, x, base, bound
@@ -91,7 +93,8 @@ class _Scorer:
         self.why = "" if engine.segments else "no plan: too few windows, or no cut early enough to save 15% of a pass"
         if not incremental:
             self.why = "incremental=False"
-        self.trials = 0
+        elif engine.segments and engine.verdict is not None:
+            self.mode, self.why = engine.verdict
         self.clean: list[torch.Tensor] = []
         self.forwards = 0
 
@@ -102,23 +105,31 @@ class _Scorer:
             return t(e.plain(self.x, self.base, wins, owners))
         if not self.clean:
             self.clean = e.clean_maps(self.x)[1]
-        if self.trials >= 2:
+        if e.verdict is not None:
             return t(e.incremental(self.x, self.base, wins, owners, self.clean))
+        n = len(owners)
+        pick = torch.linspace(0, n - 1, min(n, e.whole_batch_size)).round().long().unique().to(owners.device)
         t0 = time.perf_counter()
-        a = t(e.plain(self.x, self.base, wins, owners))
+        a = self.bound.take(owners[pick])(e.plain(self.x, self.base, wins[pick], owners[pick]))
         t1 = time.perf_counter()
         c = t(e.incremental(self.x, self.base, wins, owners, self.clean))
         t2 = time.perf_counter()
-        self.trials += 1
+        e.trials += 1
         tol = 1e-5 * float(a.abs().max()) + 1e-7
-        if not torch.allclose(a, c, rtol=1e-4, atol=tol):
-            self.mode, self.why = "whole copies", f"incremental scores differ by {float((a - c).abs().max()):.1e}"
-        elif self.trials == 2:  # the second batch runs warm: compare the times
-            if t1 - t0 <= t2 - t1:
-                self.mode, self.why = "whole copies", f"faster ({t1 - t0:.2f} s vs {t2 - t1:.2f} s a batch)"
+        if not torch.allclose(a, c[pick], rtol=1e-4, atol=tol):
+            why = f"incremental scores differ by {float((a - c[pick]).abs().max()):.1e}"
+            e.verdict = self.mode, self.why = "whole copies", why
+            return t(e.plain(self.x, self.base, wins, owners))
+        if e.trials == 2:  # the second batch runs warm: compare the time per copy
+            whole, inc = (t1 - t0) / len(pick), (t2 - t1) / n
+            if whole <= inc:
+                e.verdict = self.mode, self.why = "whole copies", f"faster ({whole:.3f} s vs {inc:.3f} s a copy)"
             else:
-                self.why = f"exact on the first batches, faster ({t2 - t1:.2f} s vs {t1 - t0:.2f} s a batch)"
-        return a
+                e.verdict = self.mode, self.why = (
+                    "incremental",
+                    f"exact on the first batches, faster ({inc:.3f} s vs {whole:.3f} s a copy)",
+                )
+        return c
 
 
 def _measure(
