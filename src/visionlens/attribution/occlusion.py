@@ -8,9 +8,10 @@ re-run, block by block, the rest coming from one pass over the clean image (as i
 Nakandala et al. 2019). Which of the two runs is decided on the first batches: the
 incremental one is kept only if it gives the same scores as whole copies and is faster.
 
-`approximate=True` refines coarse to fine instead: every `step`-th window in each direction
-is measured, the others interpolated, and the windows whose estimate is among the highest
-(the region a top-percentile map consists of) are then measured exactly.
+`approximate=True` refines coarse to fine instead: every third window along each axis is
+measured and the others estimated from them; then, round by round, the windows that cover
+the estimated map's highest pixels are measured, until that region is exact or a budget of
+45% of the windows is spent (Krypton's adaptive drill-down, steered by the map itself).
 """
 
 from __future__ import annotations
@@ -30,8 +31,14 @@ from ._common import Target
 from ._occlusion_engine import Engine, window_starts
 from .targets import BoundTarget, _class_label, as_target
 
-_COARSE_STEP = 2  # approximate mode: measure every other window along each axis first
-_REFINE = 0.15  # ...then the 15% of all windows with the highest estimates
+# approximate mode: every third window along each axis first, then rounds of at most
+# `_PER_ROUND` windows an image covering the estimated map's highest `_TOP` of pixels, at most
+# `_BUDGET` of all windows in all (measured on the bundled model and 13 sample images, window
+# 16, stride 8: 298 of 729 windows, top-10% IoU 0.93, at least 0.79, against the exact map)
+_COARSE_STEP = 3
+_TOP = 0.18
+_PER_ROUND = 16
+_BUDGET = 0.45
 _PLAN_FROM = 160  # occluded copies from which an incremental plan can pay for itself
 
 
@@ -145,19 +152,6 @@ def _measure(
     return out
 
 
-def _interpolation(n: int, known: list[int]) -> torch.Tensor:
-    """(n, len(known)) matrix linearly interpolating values at positions `known` to 0..n-1."""
-    a = torch.zeros(n, len(known))
-    for i in range(n):
-        j = max(k for k in range(len(known)) if known[k] <= i)
-        if known[j] == i or j == len(known) - 1:
-            a[i, j] = 1.0
-            continue
-        f = (i - known[j]) / (known[j + 1] - known[j])
-        a[i, j], a[i, j + 1] = 1 - f, f
-    return a
-
-
 def _drops(
     engine: Engine,
     x: torch.Tensor,
@@ -186,7 +180,7 @@ def _drops(
         drops = ref[owners] - _measure(score, wins, owners, widx, batch, progress)
         drops = drops.view(b, ny, nx)
     else:
-        drops = _coarse_to_fine(score, wins, ref, ny, nx, batch, progress)
+        drops = _coarse_to_fine(score, wins, ref, (h, w), window, stride, batch, progress)
     if stats is not None:
         stats.update(
             mode=score.mode,
@@ -201,39 +195,80 @@ def _drops(
     return drops
 
 
+def _coarse_positions(n: int) -> list[int]:
+    """The windows measured first along an axis of `n`: every `_COARSE_STEP`-th and the last."""
+    return sorted({*range(0, n, _COARSE_STEP), n - 1})
+
+
 def _jobs_per_image(ny: int, nx: int, approximate: bool) -> int:
-    """Forward passes one image takes: every window, or the coarse grid and the refined ones."""
+    """Forward passes one image takes at most: every window, or the approximate mode's budget."""
     if not approximate:
         return ny * nx
-    coarse = len({*range(0, ny, _COARSE_STEP), ny - 1}) * len({*range(0, nx, _COARSE_STEP), nx - 1})
-    return coarse + min(ny * nx - coarse, max(1, round(_REFINE * ny * nx)))
+    coarse = len(_coarse_positions(ny)) * len(_coarse_positions(nx))
+    return max(coarse, min(ny * nx, round(_BUDGET * ny * nx)))
+
+
+def _fill(drops: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+    """Drops (B, nY, nX) where `known`, elsewhere a Gaussian-weighted mean of the known ones
+    nearby (normalized convolution; sigma one window position)."""
+    ax = torch.arange(-3, 4, dtype=drops.dtype, device=drops.device)
+    k1 = torch.exp(-(ax**2) / 2)
+    kernel = (k1[:, None] * k1[None, :])[None, None]
+    m = known[:, None].to(drops.dtype)
+    num = nn.functional.conv2d(drops[:, None] * m, kernel, padding=3)
+    den = nn.functional.conv2d(m, kernel, padding=3)
+    return torch.where(known, drops, (num / den.clamp(min=1e-12))[:, 0])
+
+
+def _touching(mask: torch.Tensor, wins: torch.Tensor) -> torch.Tensor:
+    """(B, N): window wins[n] contains a pixel where mask (B, H, W) is True (summed-area table)."""
+    sat = nn.functional.pad(mask.to(torch.int32).cumsum(1).cumsum(2), (1, 0, 1, 0))
+    y0, y1, x0, x1 = wins.clamp(min=0).T
+    return (sat[:, y1, x1] - sat[:, y0, x1] - sat[:, y1, x0] + sat[:, y0, x0]) > 0
 
 
 def _coarse_to_fine(
-    score: _Scorer, wins: torch.Tensor, ref: torch.Tensor, ny: int, nx: int, batch: int, progress: Progress | None
+    score: _Scorer,
+    wins: torch.Tensor,
+    ref: torch.Tensor,
+    hw: tuple[int, int],
+    window: int,
+    stride: int,
+    batch: int,
+    progress: Progress | None,
 ) -> torch.Tensor:
-    """Approximate drops: a coarse grid measured, the rest interpolated, the windows with the
-    highest estimates measured exactly."""
+    """Approximate drops (B, nY, nX): a coarse grid of windows measured and the rest estimated
+    from it; then, round by round, every window that covers a pixel of the estimated map's
+    highest `_TOP` is measured (highest estimate first), until all of them are or the budget is
+    spent. Where the map is highest it is thus exact; elsewhere it is estimated."""
     b, dev = ref.shape[0], ref.device
-    ky = sorted({*range(0, ny, _COARSE_STEP), ny - 1})
-    kx = sorted({*range(0, nx, _COARSE_STEP), nx - 1})
-    coarse = torch.tensor([i * nx + j for i in ky for j in kx], device=dev)
-    owners = torch.arange(b, device=dev).repeat_interleave(len(coarse))
-    widx = coarse.repeat(b)
-    n_refine = _jobs_per_image(ny, nx, True) - len(coarse)
-    known = torch.zeros(b, ny * nx, dtype=torch.bool, device=dev)
-    known[:, coarse] = True
-    drops = torch.zeros(b, ny * nx, device=dev)
-    drops[owners, widx] = ref[owners] - _measure(score, wins, owners, widx, batch, progress)
-    grid = drops.view(b, ny, nx)[:, ky][:, :, kx].cpu()
-    est = (_interpolation(ny, ky) @ grid @ _interpolation(nx, kx).T).to(dev).reshape(b, -1)
-    est = torch.where(known, drops, est)
-    # the highest estimates not yet measured
-    pick = est.masked_fill(known, float("-inf")).topk(n_refine, dim=1).indices
-    owners = torch.arange(b, device=dev).repeat_interleave(pick.shape[1])
-    widx = pick.flatten()
-    est[owners, widx] = ref[owners] - _measure(score, wins, owners, widx, batch, progress)
-    return est.view(b, ny, nx)
+    ny, nx = len(window_starts(hw[0], window, stride)), len(window_starts(hw[1], window, stride))
+    budget = _jobs_per_image(ny, nx, True)
+    known = torch.zeros(b, ny, nx, dtype=torch.bool, device=dev)
+    ky, kx = _coarse_positions(ny), _coarse_positions(nx)
+    known[:, torch.tensor(ky, device=dev)[:, None], torch.tensor(kx, device=dev)] = True
+    drops = torch.zeros(b, ny, nx, device=dev)
+    todo = known.clone()
+    while True:
+        owners, widx = todo.view(b, -1).nonzero(as_tuple=True)
+        drops.view(b, -1)[owners, widx] = ref[owners] - _measure(score, wins, owners, widx, batch, progress)
+        est = _fill(drops, known)
+        heat = spread_windows(est, hw, window, stride)
+        top = heat >= heat.flatten(1).quantile(1 - _TOP, dim=1)[:, None, None]
+        covers = _touching(top, wins).view(b, ny, nx)
+        left = (budget - known.flatten(1).sum(1)).clamp(min=0)
+        cand = (covers & ~known).flatten(1)
+        n_pick = torch.minimum(torch.minimum(cand.sum(1), left), torch.tensor(_PER_ROUND, device=dev))
+        if int(n_pick.max()) == 0:
+            break
+        order = est.flatten(1).masked_fill(~cand, float("-inf")).argsort(dim=1, descending=True)
+        take = torch.arange(order.shape[1], device=dev)[None] < n_pick[:, None]
+        todo = torch.zeros_like(known)
+        todo.view(b, -1).scatter_(1, order, take)
+        known |= todo
+    if progress is not None:  # the budget not spent: those windows are done too
+        progress.advance(int(b * budget - known.sum()))
+    return est
 
 
 def _prepare_run(
@@ -281,9 +316,10 @@ def occlusion_windows(
             activation memory, at most 32).
         incremental: re-run only the region each window changes in the first layers where
             that is exact and faster (decided on the first two batches; False: whole copies).
-        approximate: measure every other window along each axis, interpolate the others and
-            measure exactly the 15% of the windows with the highest estimates (about 2.4x fewer
-            forward passes; exact where the map is highest, interpolated elsewhere).
+        approximate: measure every third window along each axis, estimate the others, then
+            measure the windows covering the estimated map's highest 18% of pixels until they
+            are all measured, at most 45% of the windows (about 2.4x fewer forward passes at
+            window 16, stride 8, 224 px; exact where the map is highest, estimated elsewhere).
         stats: a dict to fill with how the map was computed: `mode` (incremental or whole
             copies) and `why`, `batch_size`, `cuts`, `windows`, `forwards`, `seconds` and
             `stages` (seconds per segment of the network).
