@@ -10,7 +10,7 @@ importing the package does not import torch.
 - looking: `activations`, `filters`, `classify`
 - attribution: `saliency`, `smoothgrad`, `guided_backprop`, `gradcam`, `guided_gradcam`,
   `integrated_gradients`, `cam` (the CAM family by name), `attention_rollout`, `attention_maps`,
-  `occlusion`, `occlusion_windows`, `evaluate` (which map to trust)
+  `occlusion`, `occlusion_windows`, `occlusion_stream`, `evaluate` (which map to trust)
 - synthesis: `visualize`, `dream`, `invert`, `gram_matrix`, `texture`, `style_transfer`,
   `synthesize`, `objectives`, `Result`
 - dataset views: `open_dataset`, `run_pass`, `PassResult`, `neighbors`, `embed`, `top_patches`
@@ -64,6 +64,7 @@ _NAMES: dict[str, str] = {
     "guided_gradcam": ".attribution",
     "occlusion": ".attribution",
     "occlusion_windows": ".attribution",
+    "occlusion_stream": ".attribution",
     "attention_rollout": ".attribution",
     "attention_maps": ".attribution",
     "integrated_gradients": ".attribution",
@@ -135,6 +136,7 @@ __all__ = [
     "objectives",
     "occlusion",
     "occlusion_windows",
+    "occlusion_stream",
     "open_dataset",
     "receptive_fields",
     "resolve_layer",
@@ -191,6 +193,7 @@ if TYPE_CHECKING:
         guided_gradcam,
         integrated_gradients,
         occlusion,
+        occlusion_stream,
         occlusion_windows,
         saliency,
         smoothgrad,

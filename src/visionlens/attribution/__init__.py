@@ -11,7 +11,7 @@ from .guided import guided_backprop, guided_gradcam, has_guided_rule
 from .integrated import attribution_map, integrated_gradients
 from .methods import METHODS, attribution, available_methods
 from .metrics import Curve, Randomization, cascading_randomization, deletion_insertion, linear_impute, road
-from .occlusion import occlusion, occlusion_windows
+from .occlusion import occlusion, occlusion_stream, occlusion_windows
 from .saliency import saliency, smoothgrad
 from .targets import BoundTarget, Class, Contrast, Function, Region, Similarity, bind
 
@@ -28,6 +28,7 @@ __all__ = [
     "CAMS",
     "occlusion",
     "occlusion_windows",
+    "occlusion_stream",
     "attention_rollout",
     "attention_maps",
     "attention_weights",

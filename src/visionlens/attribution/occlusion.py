@@ -488,7 +488,7 @@ def occlusion_stream(
 
     Example:
         >>> model = vl.load_model()
-        >>> maps = vl.attribution.occlusion.occlusion_stream(model, ["chelsea", "coffee"], window=32, stride=16)
+        >>> maps = vl.occlusion_stream(model, ["chelsea", "coffee"], window=32, stride=16)
         >>> [tuple(m.shape) for _, _, m, _ in maps]
         [(224, 224), (224, 224)]
     """
