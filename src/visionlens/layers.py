@@ -165,7 +165,8 @@ def layer_layouts(
         Layer name -> `MapLayout`, for every module that ran.
 
     Example:
-        >>> vl.layer_layouts(vl.load_model())["blocks.2"].kind
+        >>> from visionlens.layers import layer_layouts
+        >>> layer_layouts(vl.load_model())["blocks.2"].kind
         'channels_first'
     """
     model = as_model(model)
@@ -324,7 +325,8 @@ def default_layer(model: Model | nn.Module, purpose: str) -> str:
         A dotted layer name whose output is a map.
 
     Example:
-        >>> vl.default_layer(vl.load_model(), "dream")
+        >>> from visionlens.layers import default_layer
+        >>> default_layer(vl.load_model(), "dream")
         'blocks.3'
     """
     model = as_model(model)

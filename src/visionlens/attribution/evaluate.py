@@ -197,7 +197,7 @@ def evaluate(
 
     Example:
         >>> model = vl.load_model()
-        >>> ev = vl.evaluate(model, model.prepare("chelsea", size=64), ["gradcam"], steps=8)
+        >>> ev = vl.evaluate(model, model.prepare("chelsea", size=128), ["gradcam"], steps=8)
         >>> ev.scores[0].insertion_auc > ev.scores[0].deletion_auc
         True
     """

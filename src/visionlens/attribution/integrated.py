@@ -145,7 +145,7 @@ def integrated_gradients(
         >>> model = vl.load_model()
         >>> attr, gap = vl.integrated_gradients(model, model.prepare("chelsea", size=96), steps=8, return_delta=True)
         >>> attr.shape, gap.shape
-        (torch.Size([1, 3, 96, 96]), torch.Size([1]))
+        (torch.Size([1, 3, 96, 144]), torch.Size([1]))
     """
     model = as_model(model)
     check_positive(steps=steps, internal_batch_size=internal_batch_size)

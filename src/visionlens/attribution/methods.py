@@ -138,7 +138,7 @@ def attribution(
     Example:
         >>> model = vl.load_model()
         >>> vl.attribution.attribution(model, model.prepare("chelsea", size=96), "ig", steps=4).shape
-        torch.Size([1, 96, 96])
+        torch.Size([1, 96, 144])
     """
     fn = METHODS.get(method)
     if fn is None:

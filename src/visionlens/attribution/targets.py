@@ -251,7 +251,7 @@ class Region:
         >>> from visionlens.attribution import Region
         >>> net = torchvision.models.segmentation.lraspp_mobilenet_v3_large(weights=None, weights_backbone=None)
         >>> model = vl.as_model(net.eval())
-        >>> vl.gradcam(model, torch.rand(1, 3, 96, 96), Region(0), layer="backbone.16").shape
+        >>> vl.gradcam(model, torch.rand(1, 3, 96, 96), Region(), layer="backbone.16").shape  # the largest class
         torch.Size([1, 96, 96])
     """
 

@@ -92,7 +92,9 @@ class ReportContext:
         >>> def notes(ctx: ReportContext) -> list[Page]:
         ...     text = f"{len(ctx.images)} images, layers {', '.join(ctx.layers)}"
         ...     return [Page("notes.html", "Notes", "Report", [Section("Run", intro=text)])]
-        >>> vl.build_report(extensions=[Extension("notes", pages=[notes])], quick=True).pages[-2:]
+        >>> ext = Extension("notes", pages=[notes])
+        >>> report = vl.build_report(images=["chelsea"], layers=["blocks.2"], extensions=[ext], quick=True)
+        >>> report.pages[-2:]
         ['notes.html', 'index.html']
     """
 
@@ -194,7 +196,8 @@ class Extension:
         >>> from visionlens.report import Extension, ReportContext, Section
         >>> def summary(ctx: ReportContext) -> list[Section]:
         ...     return [Section("Images", intro=", ".join(im.name for im in ctx.images))]
-        >>> report = vl.build_report(extensions=[Extension("summary", overview=[summary])], quick=True)
+        >>> ext = Extension("summary", overview=[summary])
+        >>> report = vl.build_report(images=["chelsea"], layers=["blocks.2"], extensions=[ext], quick=True)
         >>> report.index.name
         'index.html'
     """
