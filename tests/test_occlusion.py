@@ -178,6 +178,20 @@ def test_stream_labels_each_image_and_matches_single_calls() -> None:
     assert got[2][3].startswith("class ")
 
 
+@pytest.mark.parametrize("geometry", [(224, 224, 16, 8), (50, 37, 7, 3), (33, 20, 5, 5), (10, 10, 2, 5)])
+def test_spread_windows_is_the_mean_of_the_covering_windows(geometry: tuple[int, int, int, int]) -> None:
+    """Overhanging last windows, windows that are no multiple of the stride, gaps between them."""
+    h, w, window, stride = geometry
+    ys, xs = occ.window_starts(h, window, stride), occ.window_starts(w, window, stride)
+    drops = torch.randn(2, len(ys), len(xs))
+    got = occ.spread_windows(drops, (h, w), window, stride)
+    for y, x in [(0, 0), (h - 1, w - 1), (h // 2, w // 3), (h - 1, 0)]:
+        rows = [i for i, y0 in enumerate(ys) if y0 <= y < y0 + window]
+        cover = [(i, j) for i in rows for j, x0 in enumerate(xs) if x0 <= x < x0 + window]
+        want = torch.stack([drops[:, i, j] for i, j in cover]).mean(0) if cover else torch.zeros(2)
+        assert torch.allclose(got[:, y, x], want, atol=1e-6)
+
+
 def test_bad_arguments() -> None:
     model = MATRIX["resnet50"]()
     with pytest.raises(vl.errors.ArgumentError, match="`batch_size`"):

@@ -254,7 +254,8 @@ def _coarse_to_fine(
         drops.view(b, -1)[owners, widx] = ref[owners] - _measure(score, wins, owners, widx, batch, progress)
         est = _fill(drops, known)
         heat = spread_windows(est, hw, window, stride)
-        top = heat >= heat.flatten(1).quantile(1 - _TOP, dim=1)[:, None, None]
+        k = max(1, min(heat[0].numel(), round((1 - _TOP) * heat[0].numel())))
+        top = heat >= heat.flatten(1).kthvalue(k, dim=1).values[:, None, None]
         covers = _touching(top, wins).view(b, ny, nx)
         left = (budget - known.flatten(1).sum(1)).clamp(min=0)
         cand = (covers & ~known).flatten(1)
@@ -555,13 +556,10 @@ def spread_windows(drops: torch.Tensor, hw: tuple[int, int], window: int, stride
         torch.Size([1, 32, 32])
     """
     h, w = hw
-    ys, xs = window_starts(h, window, stride), window_starts(w, window, stride)
-    total = torch.zeros(drops.shape[0], h, w, device=drops.device)
-    count = torch.zeros(h, w, device=drops.device)
-    for i, y in enumerate(ys):
-        for j, x0 in enumerate(xs):
-            total[:, y : y + window, x0 : x0 + window] += drops[:, i, j, None, None]
-            count[y : y + window, x0 : x0 + window] += 1
+    ones = torch.ones(1, 1, window, window, device=drops.device)
+    # each window's value painted over its square and summed: a transposed convolution
+    total = nn.functional.conv_transpose2d(drops[:, None].float(), ones, stride=stride)[:, 0, :h, :w]
+    count = nn.functional.conv_transpose2d(torch.ones_like(drops[:1, None].float()), ones, stride=stride)[0, 0, :h, :w]
     return total / count.clamp(min=1)
 
 
