@@ -2,6 +2,7 @@
 
     python benchmarks/occlusion.py [--models resnet50,vgg16,...] [--window 16] [--stride 8]
                                    [--ppe 1,16] [--repeats 1] [--size 224] [--threads 2]
+    python benchmarks/occlusion.py --alternate --models vit_small --ppe 16 --repeats 4   # alternated
     python benchmarks/occlusion.py --many 100 [--captum-sample 20] [--threads 1]   # many images
 
 For each model (random weights, BatchNorm statistics recalibrated on the bundled sample
@@ -152,6 +153,35 @@ def run_model(name: str, args: argparse.Namespace) -> str:
     )
 
 
+def alternated(name: str, args: argparse.Namespace) -> None:
+    """Exact visionlens against Captum (its first --ppe), runs alternated `--repeats` times in
+    one process so that the machine's drift falls on both sides alike; medians."""
+    model, x = build(name, args.size)
+    target = int(model.net(x).argmax())
+    w, s, ppe = args.window, args.stride, args.ppe[0]
+
+    def captum() -> torch.Tensor:
+        with torch.no_grad():
+            return Occlusion(lambda inp: model.net(inp).softmax(-1)).attribute(
+                x, target=target, sliding_window_shapes=(3, w, w), strides=(3, s, s), baselines=0,
+                perturbations_per_eval=ppe,
+            )  # fmt: skip
+
+    def ours() -> torch.Tensor:
+        return vl.occlusion(model, x, target, window=w, stride=s)
+
+    times: dict[str, list[float]] = {"visionlens": [], "captum": []}
+    for _ in range(args.repeats):
+        for side, fn in (("visionlens", ours), ("captum", captum)):
+            t0 = time.perf_counter()
+            fn()
+            times[side].append(time.perf_counter() - t0)
+    mine, theirs = statistics.median(times["visionlens"]), statistics.median(times["captum"])
+    runs = "; ".join(f"{k} " + ", ".join(f"{t:.1f}" for t in v) for k, v in times.items())
+    ratio = theirs / mine
+    print(f"{name}: visionlens {mine:.1f} s, Captum (ppe={ppe}) {theirs:.1f} s, {ratio:.2f}x ({runs})", flush=True)
+
+
 def crops(n: int) -> list[Any]:
     """n distinct images: seeded random crops (35-100% of the area) of the bundled samples,
     every other one mirrored."""
@@ -217,6 +247,7 @@ def main() -> None:
     ap.add_argument("--ppe", default="1,16", help="Captum perturbations_per_eval values to try")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2, help="torch threads for both sides")
+    ap.add_argument("--alternate", action="store_true", help="exact against Captum only, runs alternated")
     ap.add_argument("--many", type=int, default=0, help="instead: N images streamed, against Captum one at a time")
     ap.add_argument("--captum-sample", type=int, default=20, help="with --many: images Captum is timed on")
     args = ap.parse_args()
@@ -230,6 +261,10 @@ def main() -> None:
     )
     if args.many:
         many_images(args.many, args.window, args.stride, args.captum_sample)
+        return
+    if args.alternate:
+        for name in args.models.split(","):
+            alternated(name, args)
         return
     rows = []
     for name in args.models.split(","):
