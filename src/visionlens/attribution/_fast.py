@@ -94,9 +94,7 @@ def inference_copy(net: nn.Module, x1: torch.Tensor, fold: bool = True) -> nn.Mo
     # measurement copies and differentiates
     with torch.inference_mode(False), torch.no_grad():
         x1 = x1.clone()  # an ordinary tensor, also when given an inference-mode one
-        fast = copy.deepcopy(net).eval()
-        for p in fast.parameters():
-            p.requires_grad_(False)
+        fast = _frozen_copy(net)
         if fold:
             was = net.training
             try:
@@ -105,10 +103,15 @@ def inference_copy(net: nn.Module, x1: torch.Tensor, fold: bool = True) -> nn.Mo
                 net.train(was)
             fold_batchnorms(fast, trace(fast, x1))
             if not _same(fast(x1), ref):  # a fold that changed the outputs: copy again, unfolded
-                fast = copy.deepcopy(net).eval()
-                for p in fast.parameters():
-                    p.requires_grad_(False)
+                fast = _frozen_copy(net)
         return fast.to(memory_format=torch.channels_last)
+
+
+def _frozen_copy(net: nn.Module) -> nn.Module:
+    fast = copy.deepcopy(net).eval()
+    for p in fast.parameters():
+        p.requires_grad_(False)
+    return fast
 
 
 _LAST: tuple[weakref.ref[nn.Module], tuple[Any, ...], FastForward] | None = None

@@ -219,11 +219,12 @@ class Engine:
         if self.saving < (_MIN_SAVING if min_saving is None else min_saving):
             self.segments = []
         largest = sorted((_numel(s) for s in self.tr.shapes.values()), reverse=True)[:3]
-        cap = _MAX_BATCH
-        if x1.device.type == "cpu":
-            cap = _CPU_BATCH_INCREMENTAL if self.segments else _CPU_BATCH_WHOLE
-        self.batch_size = int(max(1, min(cap, _MEMORY // max(1, 4 * sum(largest)))))
-        self.whole_batch_size = min(_CPU_BATCH_WHOLE if x1.device.type == "cpu" else cap, self.batch_size)
+        fits = max(1, _MEMORY // max(1, 4 * sum(largest)))
+        cpu = x1.device.type == "cpu"
+        self.whole_batch_size = int(min(_CPU_BATCH_WHOLE if cpu else _MAX_BATCH, fits))
+        self.batch_size = self.whole_batch_size
+        if self.segments:
+            self.batch_size = int(min(_CPU_BATCH_INCREMENTAL if cpu else _MAX_BATCH, fits))
         self.profile: dict[str, float] = {}
         self.trials = 0  # batches run both ways so far (the caller's bookkeeping)
         self.verdict: tuple[str, str] | None = None  # (mode, why) once the trials decided
