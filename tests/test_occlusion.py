@@ -167,6 +167,15 @@ def test_approximate_finds_the_exact_top_region_on_the_bundled_model() -> None:
     assert torch.isclose(approx.flatten()[peak], exact.flatten()[peak], rtol=1e-4)  # measured, not estimated
 
 
+def test_approximate_with_a_stride_past_the_image() -> None:
+    """A stride larger than the image places windows that start past its border."""
+    model = MATRIX["lite0"]()
+    x = _image(8)
+    exact = vl.occlusion(model, x, 0, window=8, stride=100)
+    approx = vl.occlusion(model, x, 0, window=8, stride=100, approximate=True)
+    assert torch.allclose(approx, exact, atol=1e-6)  # two windows: both measured
+
+
 def test_stream_labels_each_image_and_matches_single_calls() -> None:
     model = MATRIX["resnet50"]()
     images = [vl.sample_image(n) for n in ("chelsea", "coffee", "rocket")]

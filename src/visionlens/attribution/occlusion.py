@@ -223,7 +223,9 @@ def _fill(drops: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
 def _touching(mask: torch.Tensor, wins: torch.Tensor) -> torch.Tensor:
     """(B, N): window wins[n] contains a pixel where mask (B, H, W) is True (summed-area table)."""
     sat = nn.functional.pad(mask.to(torch.int32).cumsum(1).cumsum(2), (1, 0, 1, 0))
-    y0, y1, x0, x1 = wins.clamp(min=0).T
+    h, w = mask.shape[-2:]
+    y0, y1 = wins[:, 0].clamp(0, h), wins[:, 1].clamp(0, h)  # a window may start past the border
+    x0, x1 = wins[:, 2].clamp(0, w), wins[:, 3].clamp(0, w)
     return (sat[:, y1, x1] - sat[:, y0, x1] - sat[:, y1, x0] + sat[:, y0, x0]) > 0
 
 
