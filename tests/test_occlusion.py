@@ -11,6 +11,7 @@ import timm
 import torch
 import torchvision
 from captum.attr import Occlusion
+from torch import nn
 
 import visionlens as vl
 from visionlens.attribution._occlusion_engine import Engine
@@ -107,14 +108,44 @@ def test_incremental_engine_equals_whole_copies(name: str) -> None:
 
 
 def test_a_plan_is_tried_only_where_it_can_pay() -> None:
-    """ConvNeXt's 7x7 depthwise blocks spread a window over the map within the first stage, so
-    its only cut (the stem) saves about nothing: no plan, no trial batches run both ways. On a
-    ResNet the cuts reach layer2 and save a good part of each pass."""
+    """A 63x63 depthwise layer right after the stem spreads a window over the whole map, so
+    the only cut (the stem) saves about nothing: no plan, no trial batches run both ways. On a
+    ResNet the cuts reach layer2 and save a good part of each pass; on a ConvNeXt they go
+    between the blocks of its first stage (timm's stage class runs its downsampling, then its
+    blocks: a chain, though not an nn.Sequential)."""
     x = torch.randn(1, 3, 224, 224)
-    convnext = Engine(timm.create_model("convnext_atto", num_classes=10).eval(), x, 16, 8)
-    assert convnext.segments == [] and convnext.saving < 0.15
+    torch.manual_seed(0)
+    wide = nn.Sequential(
+        nn.Conv2d(3, 8, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 63, padding=31, groups=8),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, 10),
+    ).eval()
+    engine = Engine(wide, x, 16, 8)
+    assert engine.segments == [] and engine.saving < 0.15
     resnet = Engine(torchvision.models.resnet18(num_classes=10).eval(), x, 16, 8)
     assert resnet.segments and resnet.saving >= 0.15
+    convnext = Engine(timm.create_model("convnext_atto", num_classes=10).eval(), x, 16, 8, min_saving=0.0)
+    assert {"stages.0.blocks.0", "stages.0.blocks.1"} <= {s.b for s in convnext.segments}
+
+
+def test_only_stages_that_chain_their_children_are_cut_inside() -> None:
+    """A cut inside a module that is not an nn.Sequential is taken only where the module's
+    output is its children's run one after another: a timm ConvNeXt stage, never a residual
+    block (its output adds the block's input) nor a DenseNet block (it concatenates)."""
+    x = torch.randn(1, 3, 64, 64)
+    for net, chained, not_chained in [
+        (timm.create_model("convnext_atto", num_classes=10).eval(), {"stages.0", "stages.1"}, set()),
+        (torchvision.models.resnet18(num_classes=10).eval(), set(), {"layer1.0", "layer2.0"}),
+        (torchvision.models.densenet121(num_classes=10).eval(), set(), {"features.denseblock1"}),
+    ]:
+        tr = engine_module.trace(net, x)
+        parents = chained | not_chained
+        assert engine_module._chains(net, tr, x, parents) == chained
 
 
 def test_incremental_mode_is_exact_and_reported(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -210,30 +241,31 @@ def test_bad_arguments() -> None:
 
 
 def test_cli_occludes_a_folder(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+    """A folder streams its images; one that cannot be read is skipped with a line saying
+    so (here the first file, which the target is not resolved on); `--profile` reports the
+    whole run."""
     from visionlens.cli import main
 
     photos = tmp_path / "photos"
     photos.mkdir()
     for name in ("chelsea", "coffee"):
         vl.sample_image(name).resize((80, 80)).save(photos / f"{name}.jpg")
+    (photos / "a-broken.jpg").write_bytes(b"not a jpeg")
+    args = ["--model", "tests.archs:resnet50", "--window", "32", "--stride", "16", "--approx", "--profile"]
     with pytest.raises(SystemExit) as e:
-        main(
-            [
-                "occlusion",
-                str(photos),
-                "-o",
-                str(tmp_path / "out"),
-                "--model",
-                "tests.archs:resnet50",
-                "--window",
-                "32",
-                "--stride",
-                "16",
-                "--approx",
-            ]
-        )
-    assert int(e.value.code or 0) == 0, capsys.readouterr()
+        main(["occlusion", str(photos), "-o", str(tmp_path / "out"), *args])
+    out = capsys.readouterr().out
+    assert int(e.value.code or 0) == 0, out
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["chelsea-occlusion.png", "coffee-occlusion.png"]
+    assert "skipped" in out and "a-broken.jpg" in out and "windows run" in out
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "x.jpg").write_bytes(b"")
+    with pytest.raises(SystemExit) as e:
+        main(["occlusion", str(broken), "-o", str(tmp_path / "none"), *args])
+    assert e.value.code == 2 and "none of the 1 images could be read" in capsys.readouterr().err
+    assert not (tmp_path / "none").exists()
 
 
 def test_cli_profile(capsys: pytest.CaptureFixture[str], tmp_path) -> None:  # type: ignore[no-untyped-def]

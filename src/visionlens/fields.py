@@ -35,10 +35,13 @@ class ReceptiveField:
 
 
 def _positive_copy(net: nn.Module) -> nn.Module:
-    """A float64 copy whose every path carries a positive signal, so that an output's input
-    gradient is non-zero exactly on its receptive field: weights become 1/fan-in, biases 0,
-    batch norms the identity, max pooling average pooling."""
+    """A float copy whose every path carries a positive signal, so that an output's input
+    gradient is non-zero exactly on its receptive field: weights become positive, about
+    1/fan-in, biases 0, batch norms the identity, max pooling average pooling. The weights
+    differ from channel to channel (seeded): were every channel equal, a LayerNorm over
+    channels would output zeros and pass no gradient (ConvNeXt, the transformers)."""
     pos = copy.deepcopy(net).float().eval()
+    gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
         # tensors made inside inference mode (a folded copy's biases) cannot be written or
         # differentiated outside it: give every parameter and buffer ordinary storage
@@ -46,8 +49,11 @@ def _positive_copy(net: nn.Module) -> nn.Module:
             if t.is_inference():
                 t.data = t.data.clone()
         for name, p in pos.named_parameters():
-            if p.dim() >= 2:
-                p.fill_(1.0 / max(1, p[0].numel()))
+            if p.dim() >= 2:  # (out, in, ...): an outer product of positive factors per channel
+                rest = [1] * (p.dim() - 2)
+                u = 0.5 + torch.rand(p.shape[0], generator=gen).view(-1, 1, *rest)
+                v = 0.5 + torch.rand(p.shape[1], generator=gen).view(1, -1, *rest)
+                p.copy_((u * v / max(1, p[0].numel())).expand_as(p))
             else:
                 p.fill_(0.0 if name.endswith("bias") else 1.0)
         for name, b in pos.named_buffers():
@@ -71,7 +77,7 @@ def _positive_copy(net: nn.Module) -> nn.Module:
 
 
 def receptive_fields(
-    net: nn.Module, input_size: int | tuple[int, int], layers: Sequence[str]
+    net: nn.Module, input_size: int | tuple[int, int], layers: Sequence[str], until_clipped: bool = False
 ) -> dict[str, ReceptiveField]:
     """Receptive field of each named layer with a spatial (N, C, H, W) output, measured by
     backpropagating from one output position of a positive copy of the network.
@@ -80,6 +86,8 @@ def receptive_fields(
         net: the network (not modified: a float copy is measured).
         input_size: the input's side, or its (H, W), in px.
         layers: dotted layer names.
+        until_clipped: `layers` are in forward order: stop after the first whose field
+            reaches the input's border (the fields after it are larger still).
 
     Returns:
         {layer: ReceptiveField} for the layers with a spatial output of at least 2 x 2; the
@@ -97,10 +105,12 @@ def receptive_fields(
             pos = _positive_copy(net)
         except Exception:  # noqa: BLE001 - a network that cannot be copied (torch.export modules) has no fields
             return {}
-        return _receptive_fields(pos, h, w, layers)
+        return _receptive_fields(pos, h, w, layers, until_clipped)
 
 
-def _receptive_fields(pos: nn.Module, h: int, w: int, layers: Sequence[str]) -> dict[str, ReceptiveField]:
+def _receptive_fields(
+    pos: nn.Module, h: int, w: int, layers: Sequence[str], until_clipped: bool
+) -> dict[str, ReceptiveField]:
     # small inputs keep residual sums far from saturating activations such as ReLU6
     x = torch.full((1, 3, h, w), 1e-3, dtype=torch.float32, requires_grad=True)
     with Probe(pos, layers) as probe, torch.enable_grad():
@@ -118,7 +128,9 @@ def _receptive_fields(pos: nn.Module, h: int, w: int, layers: Sequence[str]) -> 
         if oh < 2 or ow < 2:
             continue
         y0, x0 = oh // 2, ow // 2
-        (g,) = torch.autograd.grad(o[0, :, y0, x0].sum(), x, retain_graph=True)
+        # channels weighted unequally: a sum over a LayerNorm's channels is constant
+        seed = torch.linspace(0.5, 1.5, o.shape[1], dtype=o.dtype)
+        (g,) = torch.autograd.grad((o[0, :, y0, x0] * seed).sum(), x, retain_graph=True)
         nz = g[0].abs().sum(0) > 0
         rows = torch.nonzero(nz.any(1)).flatten()
         cols = torch.nonzero(nz.any(0)).flatten()
@@ -132,4 +144,6 @@ def _receptive_fields(pos: nn.Module, h: int, w: int, layers: Sequence[str]) -> 
             offset=(y0 * sy - r0, x0 * sx - c0),
             clipped=r0 == 0 or c0 == 0 or r1 == h - 1 or c1 == w - 1,
         )
+        if until_clipped and fields[name].clipped:
+            break
     return fields

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torchvision.transforms.functional import gaussian_blur
 
-from ..errors import ArgumentError
+from ..errors import ArgumentError, ImageError
 from ..models import Model, as_model
 from ..progress import Progress
 from ._common import Target
@@ -468,6 +468,8 @@ def occlusion_stream(
     incremental: bool = True,
     approximate: bool = False,
     progress: bool = True,
+    skipped: list[tuple[Any, str]] | None = None,
+    stats: dict[str, Any] | None = None,
 ) -> Iterator[tuple[Any, torch.Tensor, torch.Tensor, str]]:
     """Occlusion maps of many images, streamed: images are read `images_per_batch` at a time,
     their windows share forward passes, and one network copy and plan serve them all.
@@ -484,6 +486,10 @@ def occlusion_stream(
         incremental: re-run only what each window changes where that is exact and faster.
         approximate: coarse-to-fine refinement instead of every window.
         progress: show a progress bar (or plain lines when stderr is not a terminal).
+        skipped: None: an image that cannot be read is an `ImageError`. A list: such
+            images are left out and (source, reason) appended to it, as they come.
+        stats: if given, filled as `occlusion_windows` fills it after each batch of images,
+            windows, forwards and seconds summed over the images so far.
 
     Returns:
         An iterator of (source, model input (3, H, W), map (H, W), label of what was
@@ -501,10 +507,15 @@ def occlusion_stream(
     engine: Engine | None = None
     todo = list(sources)
     bar: Progress | None = None
+    unread = 0
+    totals = {"windows": 0, "forwards": 0, "seconds": 0.0}
     try:
         for start in range(0, len(todo), images_per_batch):
-            chunk = todo[start : start + images_per_batch]
-            x = model.prepare(chunk)
+            asked = todo[start : start + images_per_batch]
+            chunk, x = _read(model, asked, skipped)
+            unread += len(asked) - len(chunk)
+            if not chunk:
+                continue
             if bar is None:  # the model's preprocessing gives every image this size
                 h, w = x.shape[-2:]
                 _check(h, w, window, stride)
@@ -512,7 +523,10 @@ def occlusion_stream(
                     len(window_starts(h, window, stride)), len(window_starts(w, window, stride)), approximate
                 )
                 bar = Progress("occlusion (windows)", per * len(todo), enabled=progress)
-            bar.describe(note=f"images {start + 1}-{start + len(chunk)} of {len(todo)}")
+            bar.advance(per * unread)  # the windows of images that could not be read
+            unread = 0
+            bar.describe(note=f"images {start + 1}-{start + len(asked)} of {len(todo)}")
+            part: dict[str, Any] = {}
             drops, bound, engine = _occlusion_windows(
                 model,
                 x,
@@ -526,7 +540,12 @@ def occlusion_stream(
                 approximate=approximate,
                 engine=engine,
                 progress=bar,
+                stats=part,
             )
+            for key in totals:
+                totals[key] += part[key]
+            if stats is not None:
+                stats.update(part, **totals)
             maps = spread_windows(drops, (x.shape[-2], x.shape[-1]), window, stride)
             for i, src in enumerate(chunk):
                 label = bound.label
@@ -538,6 +557,22 @@ def occlusion_stream(
     finally:
         if bar is not None:
             bar.close()
+
+
+def _read(model: Model, chunk: list[Any], skipped: list[tuple[Any, str]] | None) -> tuple[list[Any], torch.Tensor]:
+    """The readable sources of `chunk` and their model inputs; with a `skipped` list, the
+    unreadable ones are appended to it instead of raising."""
+    if skipped is None:
+        return chunk, model.prepare(chunk)
+    ok, xs = [], []
+    for src in chunk:
+        try:
+            xs.append(model.prepare(src))
+        except ImageError as e:
+            skipped.append((src, str(e)))
+            continue
+        ok.append(src)
+    return ok, torch.cat(xs) if xs else torch.empty(0)
 
 
 def spread_windows(drops: torch.Tensor, hw: tuple[int, int], window: int, stride: int) -> torch.Tensor:

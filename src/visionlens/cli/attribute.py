@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from .app import app
 from .options import ImageArg, ModelSpec, Output, SaveArray, TargetSpec, grouped, out, output_path, stem, wrote
@@ -129,6 +130,31 @@ def saliency(
     wrote(path, res[0], save_array)
 
 
+def _first_readable(m: Any, files: list[Path]) -> Any:
+    """The model input of the first of `files` that can be read (what a target is resolved
+    on); an `ImageError` naming the first file when none can."""
+    from ..errors import ImageError
+
+    first: ImageError | None = None
+    for f in files:
+        try:
+            return m.prepare(str(f))
+        except ImageError as e:
+            first = first or e
+    assert first is not None
+    raise ImageError(f"none of the {len(files)} images could be read ({first})")
+
+
+def _print_profile(stats: dict[str, Any]) -> None:
+    """How occlusion ran: the mode and why, windows run, batch size, and seconds per stage."""
+    out.print(
+        f"{stats['mode']} ({stats['why']}), {stats['forwards']} of {stats['windows']} windows run, "
+        f"batch {stats['batch_size']}, {stats['seconds']:.2f} s"
+    )
+    for stage, secs in stats["stages"].items():
+        out.print(f"  {stage:<40s} {secs:7.2f} s")
+
+
 @app.command(rich_help_panel=PANEL)
 @grouped
 def occlusion(
@@ -170,9 +196,11 @@ def occlusion(
         outdir = output if output is not None else Path(f"{stem(image)}-occlusion")
         if outdir.suffix.lower() == ".png":
             raise ArgumentError(f"{outdir}: for a folder of images `--output` is a folder, not a .png file")
-        outdir.mkdir(parents=True, exist_ok=True)
         m = spec.load()
-        target = aim.resolve(m, m.prepare(str(files[0])))
+        target = aim.resolve(m, _first_readable(m, files))
+        outdir.mkdir(parents=True, exist_ok=True)
+        skipped: list[tuple[Any, str]] = []
+        stats: dict[str, Any] = {}
         maps = occlusion_stream(
             m,
             [str(f) for f in files],
@@ -183,6 +211,8 @@ def occlusion(
             baseline=baseline.value,
             softmax=not logits,
             approximate=approx,
+            skipped=skipped,
+            stats=stats,
         )
         for src, x1, heat, label in maps:
             img = render.hwc(m.to_image(x1[None])[0])
@@ -193,12 +223,16 @@ def occlusion(
                 f"{m.name}: occlusion, window {window}, stride {stride}",
             )
             wrote(path, heat, save_array)
+        for _, why in skipped:
+            out.print(f"[yellow]skipped[/yellow] {escape(why)}")
+        if profile:
+            _print_profile(stats)
         return
     path = output_path(output, f"{stem(image)}-occlusion.png")
     m = spec.load()
     x = m.prepare(image)
     target = aim.resolve(m, x)
-    stats: dict[str, Any] = {}
+    stats = {}
     res = A.occlusion(
         m,
         x,
@@ -211,12 +245,7 @@ def occlusion(
         stats=stats,
     )
     if profile:
-        out.print(
-            f"{stats['mode']} ({stats['why']}), {stats['forwards']} of {stats['windows']} windows run, "
-            f"batch {stats['batch_size']}, {stats['seconds']:.2f} s"
-        )
-        for stage, secs in stats["stages"].items():
-            out.print(f"  {stage:<40s} {secs:7.2f} s")
+        _print_profile(stats)
     bound = A.bind(m, x, target, softmax=not logits)
     img = render.hwc(m.to_image(x)[0])
     what = "score" if logits or not bound.label.endswith("(softmax)") else "probability"
