@@ -107,11 +107,18 @@ class _RowFile:
 
 def _merged(state: dict[str, np.ndarray], vals: np.ndarray, rows: np.ndarray, pos: np.ndarray) -> dict[str, np.ndarray]:
     """The running (C, k) top-k with a batch's (C, B) per-image maxima merged in.
-    Order: value descending, then row ascending."""
+    Order: value descending, then row ascending.
+
+    Idempotent: entries of the batch's rows already in the top-k are dropped first. A
+    checkpoint writes one top-k file per layer, then the progress; a kill between the two
+    leaves top-k files ahead of the progress, and the resumed pass merges those batches
+    again. The result is still the clean run's: the old top-k without the batch's rows, with
+    the batch added back, holds the top-k of everything seen and nothing else."""
     k = state["values"].shape[1]
-    v = np.concatenate([state["values"], vals], axis=1)
-    r = np.concatenate([state["rows"], rows], axis=1)
-    p = np.concatenate([state["positions"], pos], axis=1)
+    stale = (state["rows"] >= rows.min()) & (state["rows"] <= rows.max()) if rows.size else state["rows"] < 0
+    v = np.concatenate([np.where(stale, -np.inf, state["values"]).astype(np.float32), vals], axis=1)
+    r = np.concatenate([np.where(stale, np.iinfo(np.int64).max, state["rows"]), rows], axis=1)
+    p = np.concatenate([np.where(stale[..., None], -1, state["positions"]), pos], axis=1)
     order = np.lexsort((r, -v), axis=-1)[:, :k]
     return {
         "values": np.take_along_axis(v, order, 1),
