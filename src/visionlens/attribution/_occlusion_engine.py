@@ -92,13 +92,20 @@ def _chains(net: nn.Module, tr: Trace, x1: torch.Tensor, parents: set[str]) -> s
     one input `x1`: a cut between two such children is as exact as one inside nn.Sequential.
     A block with a shortcut or a concatenation is not one."""
     modules = dict(net.named_modules())
+    inputs: dict[str, torch.Tensor] = {}
     seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def keep(m: nn.Module, args: Any, out: Any, name: str) -> None:
-        if len(args) == 1 and isinstance(args[0], torch.Tensor) and isinstance(out, torch.Tensor):
-            seen[name] = (args[0], out)
+    # copies: an inplace activation later in the pass would change what the hooks saw
+    def keep_input(m: nn.Module, args: Any, name: str) -> None:
+        if len(args) == 1 and isinstance(args[0], torch.Tensor):
+            inputs[name] = args[0].clone()
 
-    hooks = [modules[p].register_forward_hook(partial(keep, name=p)) for p in parents]
+    def keep(m: nn.Module, args: Any, out: Any, name: str) -> None:
+        if name in inputs and isinstance(out, torch.Tensor):
+            seen[name] = (inputs[name], out.clone())
+
+    hooks = [modules[p].register_forward_pre_hook(partial(keep_input, name=p)) for p in parents]
+    hooks += [modules[p].register_forward_hook(partial(keep, name=p)) for p in parents]
     try:
         with torch.inference_mode():
             net(x1.contiguous(memory_format=torch.channels_last))
