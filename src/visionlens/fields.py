@@ -4,8 +4,9 @@ of a layer can see."""
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -98,52 +99,63 @@ def receptive_fields(
         >>> fields["blocks.1"].size, fields["blocks.1"].stride, fields["blocks.3"].size
         ((19, 19), (4, 4), (147, 147))
     """
+    fields: dict[str, ReceptiveField] = {}
+    for name, field in each_receptive_field(net, input_size, layers):
+        if field is not None:
+            fields[name] = field
+            if until_clipped and field.clipped:
+                break
+    return fields
+
+
+def each_receptive_field(
+    net: nn.Module, input_size: int | tuple[int, int], layers: Sequence[str]
+) -> Iterator[tuple[str, ReceptiveField | None]]:
+    """`receptive_fields` one layer at a time, in the order of `layers`, each measured only
+    when asked for (one backward pass each): a caller that stops early does not pay for
+    the rest. None for a layer with no field (see `receptive_fields`)."""
     h, w = (input_size, input_size) if isinstance(input_size, int) else input_size
     # outside inference mode, even when called inside it: the copy is modified and differentiated
     with torch.inference_mode(False):
         try:
             pos = _positive_copy(net)
         except Exception:  # noqa: BLE001 - a network that cannot be copied (torch.export modules) has no fields
-            return {}
-        return _receptive_fields(pos, h, w, layers, until_clipped)
-
-
-def _receptive_fields(
-    pos: nn.Module, h: int, w: int, layers: Sequence[str], until_clipped: bool
-) -> dict[str, ReceptiveField]:
-    # small inputs keep residual sums far from saturating activations such as ReLU6
-    x = torch.full((1, 3, h, w), 1e-3, dtype=torch.float32, requires_grad=True)
-    with Probe(pos, layers) as probe, torch.enable_grad():
-        try:
-            pos(x)
-        except Exception:  # noqa: BLE001 - a model the copy cannot run simply has no fields
-            return {}
-        outs = dict(probe.outputs)
-    fields: dict[str, ReceptiveField] = {}
+            return
+        # small inputs keep residual sums far from saturating activations such as ReLU6
+        x = torch.full((1, 3, h, w), 1e-3, dtype=torch.float32, requires_grad=True)
+        with Probe(pos, layers) as probe, torch.enable_grad():
+            try:
+                pos(x)
+            except Exception:  # noqa: BLE001 - a model the copy cannot run simply has no fields
+                return
+            outs = dict(probe.outputs)
+    # no context is held across a yield: the caller runs in its own grad and inference modes
     for name in layers:
-        o = outs.get(name)
-        if not isinstance(o, torch.Tensor) or o.dim() != 4 or not o.requires_grad:
-            continue
-        oh, ow = o.shape[-2:]
-        if oh < 2 or ow < 2:
-            continue
-        y0, x0 = oh // 2, ow // 2
-        # channels weighted unequally: a sum over a LayerNorm's channels is constant
-        seed = torch.linspace(0.5, 1.5, o.shape[1], dtype=o.dtype)
+        yield name, _field(outs.get(name), x, h, w)
+
+
+def _field(o: Any, x: torch.Tensor, h: int, w: int) -> ReceptiveField | None:
+    """The field of output `o`'s centre position: the input pixels its gradient reaches."""
+    if not isinstance(o, torch.Tensor) or o.dim() != 4 or not o.requires_grad:
+        return None
+    oh, ow = o.shape[-2:]
+    if oh < 2 or ow < 2:
+        return None
+    y0, x0 = oh // 2, ow // 2
+    # channels weighted unequally: a sum over a LayerNorm's channels is constant
+    seed = torch.linspace(0.5, 1.5, o.shape[1], dtype=o.dtype)
+    with torch.inference_mode(False), torch.enable_grad():
         (g,) = torch.autograd.grad((o[0, :, y0, x0] * seed).sum(), x, retain_graph=True)
-        nz = g[0].abs().sum(0) > 0
-        rows = torch.nonzero(nz.any(1)).flatten()
-        cols = torch.nonzero(nz.any(0)).flatten()
-        if rows.numel() == 0:
-            continue
-        r0, r1, c0, c1 = int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
-        sy, sx = max(1, round(h / oh)), max(1, round(w / ow))
-        fields[name] = ReceptiveField(
-            size=(r1 - r0 + 1, c1 - c0 + 1),
-            stride=(sy, sx),
-            offset=(y0 * sy - r0, x0 * sx - c0),
-            clipped=r0 == 0 or c0 == 0 or r1 == h - 1 or c1 == w - 1,
-        )
-        if until_clipped and fields[name].clipped:
-            break
-    return fields
+    nz = g[0].abs().sum(0) > 0
+    rows = torch.nonzero(nz.any(1)).flatten()
+    cols = torch.nonzero(nz.any(0)).flatten()
+    if rows.numel() == 0:
+        return None
+    r0, r1, c0, c1 = int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])
+    sy, sx = max(1, round(h / oh)), max(1, round(w / ow))
+    return ReceptiveField(
+        size=(r1 - r0 + 1, c1 - c0 + 1),
+        stride=(sy, sx),
+        offset=(y0 * sy - r0, x0 * sx - c0),
+        clipped=r0 == 0 or c0 == 0 or r1 == h - 1 or c1 == w - 1,
+    )
