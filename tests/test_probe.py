@@ -61,6 +61,27 @@ def test_bundled_receptive_fields(bundled: vl.Model) -> None:
     assert rf["blocks.3"].stride == (16, 16)
 
 
+@pytest.mark.parametrize("arch", ["resnet18", "convnext_atto"])
+def test_fields_measured_small_first_equal_those_measured_at_full_size(arch: str) -> None:
+    """Fields that fit are measured at 64 and 128 px before 224 (a backward pass costs the
+    input's area); every layer's field, the clipped ones included, must equal the field
+    measured at 224 px alone. ConvNeXt's LayerNorms pass a gradient (channel-varied
+    weights in the positive copy)."""
+    import timm
+    import torchvision
+
+    from visionlens import fields
+
+    net = (torchvision.models.resnet18() if arch == "resnet18" else timm.create_model(arch)).eval()
+    tr = trace(net, torch.zeros(1, 3, 224, 224))
+    names = [n for n in tr.order if n and len(tr.shapes.get(n, ())) == 3]
+    stepped = dict(fields.each_receptive_field(net, 224, names))
+    whole = dict(fields._each_field(fields._positive_copy(net), (224, 224), names))
+    assert stepped == whole
+    assert sum(f is not None and not f.clipped for f in whole.values()) >= 8
+    assert any(f is not None and f.clipped for f in whole.values())
+
+
 def test_layer_table(bundled: vl.Model) -> None:
     table = {info.name: info for info in vl.layer_table(bundled)}
     assert table["blocks.2"].shape == (40, 28, 28)

@@ -111,16 +111,47 @@ def receptive_fields(
 def each_receptive_field(
     net: nn.Module, input_size: int | tuple[int, int], layers: Sequence[str]
 ) -> Iterator[tuple[str, ReceptiveField | None]]:
-    """`receptive_fields` one layer at a time, in the order of `layers`, each measured only
-    when asked for (one backward pass each): a caller that stops early does not pay for
-    the rest. None for a layer with no field (see `receptive_fields`)."""
+    """`receptive_fields` one layer at a time, in the order of `layers` (forward order), each
+    measured only when asked for: a caller that stops early does not pay for the rest. None
+    for a layer with no field (see `receptive_fields`).
+
+    A field that does not reach the border is the same at any input size that is a
+    multiple of 32, as the input is (the same padding and exact strides up to 32), and a
+    backward pass costs the input's area: such inputs are measured at 64 px first, then 128,
+    and only the layers whose field does not fit there at the full size."""
     h, w = (input_size, input_size) if isinstance(input_size, int) else input_size
-    # outside inference mode, even when called inside it: the copy is modified and differentiated
+    sizes = [(_smaller(h, t), _smaller(w, t)) for t in (64, 128)] if h % 32 == w % 32 == 0 else []
+    sizes = [sz for i, sz in enumerate(sizes) if sz[0] < h and sz[1] < w and sz not in sizes[:i]] + [(h, w)]
     with torch.inference_mode(False):
         try:
             pos = _positive_copy(net)
         except Exception:  # noqa: BLE001 - a network that cannot be copied (torch.export modules) has no fields
             return
+    todo = list(layers)
+    for size in sizes:
+        full = size == (h, w)
+        for name, field in _each_field(pos, size, todo):
+            if not full and (field is None or field.clipped):
+                break  # does not fit at this size (or cannot be told): measure from here larger
+            yield name, field
+            todo = todo[1:]
+        else:
+            if full or not todo:
+                return
+
+
+def _smaller(n: int, target: int) -> int:
+    """`n` less a multiple of 32, as small as it goes while >= `target` (`n` if below it)."""
+    return n - 32 * max(0, (n - target) // 32)
+
+
+def _each_field(
+    pos: nn.Module, size: tuple[int, int], layers: Sequence[str]
+) -> Iterator[tuple[str, ReceptiveField | None]]:
+    """Fields of `layers` on the positive copy at one input size; nothing if it cannot run."""
+    h, w = size
+    # outside inference mode, even when called inside it: the copy is differentiated
+    with torch.inference_mode(False):
         # small inputs keep residual sums far from saturating activations such as ReLU6
         x = torch.full((1, 3, h, w), 1e-3, dtype=torch.float32, requires_grad=True)
         with Probe(pos, layers) as probe, torch.enable_grad():
