@@ -34,11 +34,11 @@ _MEMORY = 1 << 30  # bytes of activations one batch may hold
 _MAX_BATCH = 32
 _CPU_BATCH_WHOLE = 8
 _CPU_BATCH_INCREMENTAL = 16
-# A plan predicted to save less of a pass than this is not tried. The prediction comes from
-# one timed batch-1 pass and swings with the machine's load: ConvNeXt-T's first-stage plan
-# reads 0.13-0.18 and saves about a quarter of a pass once run; the trial batches catch a
-# plan that does not pay.
-_MIN_SAVING = 0.10
+# A plan predicted to save less of a pass than this is not tried (all it spares is the
+# trial batches, which catch a plan that does not pay). The prediction comes from timed
+# batch-1 passes and swings with the machine's load: ConvNeXt-T's first-stage plan read
+# 0.09-0.18 and saves about a quarter of a pass once run.
+_MIN_SAVING = 0.05
 
 
 def window_starts(size: int, window: int, stride: int) -> list[int]:
@@ -237,7 +237,7 @@ class Engine:
         stride: the step between windows, in px.
         incremental: plan the block-by-block recomputation (False: whole copies only).
         min_saving: drop a plan predicted to save less than this fraction of a whole pass
-            (None: 0.10).
+            (None: 0.05).
 
     Attributes:
         segments: the cuts of the incremental plan (empty: whole copies only; also when the
@@ -389,8 +389,10 @@ class Engine:
 
 
 def _predicted_saving(net: nn.Module, x1: torch.Tensor, segments: list[_Segment]) -> float:
-    """The fraction of a whole pass the plan saves, predicted from one timed pass over `x1`:
-    each segment's share of the pass times the share of its input map a window leaves alone."""
+    """The fraction of a whole pass the plan saves, predicted from timed passes over `x1`:
+    each segment's share of the pass times the share of its input map a window leaves
+    alone. Each stage's time is its least over three passes (a pause of the process lands on
+    one stage of one pass, and would otherwise read as that stage's cost)."""
     modules = dict(net.named_modules())
     ends: dict[str, float] = {}
 
@@ -398,22 +400,22 @@ def _predicted_saving(net: nn.Module, x1: torch.Tensor, segments: list[_Segment]
         ends.setdefault(name, time.perf_counter())
 
     hooks = [modules[seg.b].register_forward_hook(partial(stamp, name=seg.b)) for seg in segments]
+    spans: list[list[float]] = []  # per pass: each segment's seconds, then the rest's
     try:
         with torch.inference_mode():
             net(x1.contiguous(memory_format=torch.channels_last))  # warm
-            ends.clear()
-            t0 = time.perf_counter()
-            net(x1.contiguous(memory_format=torch.channels_last))
-            total = time.perf_counter() - t0
+            for _ in range(3):
+                ends.clear()
+                t0 = time.perf_counter()
+                net(x1.contiguous(memory_format=torch.channels_last))
+                stamps = [t0, *(ends[seg.b] for seg in segments), time.perf_counter()]
+                spans.append([b - a for a, b in zip(stamps[:-1], stamps[1:], strict=True)])
     finally:
         for h in hooks:
             h.remove()
-    saved, prev = 0.0, t0
-    for seg in segments:
-        kept = seg.crop[0] * seg.crop[1] / (seg.size_a[0] * seg.size_a[1])
-        saved += (ends[seg.b] - prev) * (1 - kept)
-        prev = ends[seg.b]
-    return saved / max(total, 1e-9)
+    least = [min(col) for col in zip(*spans, strict=True)]
+    kept = [seg.crop[0] * seg.crop[1] / (seg.size_a[0] * seg.size_a[1]) for seg in segments]
+    return sum(t * (1 - k) for t, k in zip(least, kept, strict=False)) / max(sum(least), 1e-9)
 
 
 def _numel(shape: tuple[int, ...]) -> int:

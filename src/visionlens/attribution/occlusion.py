@@ -97,7 +97,7 @@ class _Scorer:
     def __init__(self, engine: Engine, x: torch.Tensor, base: torch.Tensor, bound: BoundTarget, incremental: bool):
         self.engine, self.x, self.base, self.bound = engine, x, base, bound
         self.mode = "incremental" if incremental and engine.segments else "whole copies"
-        self.why = "" if engine.segments else "no plan: too few windows, or no cut early enough to save 10% of a pass"
+        self.why = "" if engine.segments else "no plan: too few windows, or no cut early enough to save 5% of a pass"
         if not incremental:
             self.why = "incremental=False"
         elif engine.segments and engine.verdict is not None:
