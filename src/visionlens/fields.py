@@ -78,7 +78,7 @@ def _positive_copy(net: nn.Module) -> nn.Module:
 
 
 def receptive_fields(
-    net: nn.Module, input_size: int | tuple[int, int], layers: Sequence[str], until_clipped: bool = False
+    net: nn.Module, input_size: int | tuple[int, int], layers: Sequence[str]
 ) -> dict[str, ReceptiveField]:
     """Receptive field of each named layer with a spatial (N, C, H, W) output, measured by
     backpropagating from one output position of a positive copy of the network.
@@ -87,8 +87,6 @@ def receptive_fields(
         net: the network (not modified: a float copy is measured).
         input_size: the input's side, or its (H, W), in px.
         layers: dotted layer names.
-        until_clipped: `layers` are in forward order: stop after the first whose field
-            reaches the input's border (the fields after it are larger still).
 
     Returns:
         {layer: ReceptiveField} for the layers with a spatial output of at least 2 x 2; the
@@ -99,13 +97,7 @@ def receptive_fields(
         >>> fields["blocks.1"].size, fields["blocks.1"].stride, fields["blocks.3"].size
         ((19, 19), (4, 4), (147, 147))
     """
-    fields: dict[str, ReceptiveField] = {}
-    for name, field in each_receptive_field(net, input_size, layers):
-        if field is not None:
-            fields[name] = field
-            if until_clipped and field.clipped:
-                break
-    return fields
+    return {name: f for name, f in each_receptive_field(net, input_size, layers) if f is not None}
 
 
 def each_receptive_field(
