@@ -554,6 +554,8 @@ def occlusion_stream(
                         " (softmax)" if "(softmax)" in label else ""
                     )
                 yield src, x[i], maps[i], label
+        if bar is not None:  # a last batch of images none of which could be read
+            bar.advance(per * unread)
     finally:
         if bar is not None:
             bar.close()
