@@ -19,7 +19,15 @@ import visionlens as vl
 
 # the names the examples take for granted, as a user's session has them
 GLOBALS = {"vl": vl, "torch": torch, "np": np, "nn": nn, "torchvision": torchvision, "tempfile": tempfile, "Path": Path}
-SLOW = {"visionlens.report.build", "visionlens.report.context"}  # they build whole reports
+# they build whole reports: all of them the same quick report ("report" of chelsea at blocks.2),
+# in one folder shared by these modules, so that each after the first reuses its figures as a
+# user's rerun would (a quick report takes about a minute on 2 cores)
+SLOW = {"visionlens.report.build", "visionlens.report.context"}
+
+
+@pytest.fixture(scope="session")
+def reports_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("report-examples")
 
 
 def _modules() -> list[str]:
@@ -37,8 +45,8 @@ def _with_examples() -> list[str]:
 @pytest.mark.parametrize(
     "name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in _with_examples()]
 )
-def test_examples_run(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.chdir(tmp_path)  # what an example writes lands here
+def test_examples_run(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reports_folder: Path) -> None:
+    monkeypatch.chdir(reports_folder if name in SLOW else tmp_path)  # what an example writes lands here
     monkeypatch.delenv("VISIONLENS_CACHE", raising=False)  # the default cache, in a folder of the test's
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     torch.manual_seed(0)

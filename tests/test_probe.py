@@ -82,6 +82,30 @@ def test_fields_measured_small_first_equal_those_measured_at_full_size(arch: str
     assert any(f is not None and f.clipped for f in whole.values())
 
 
+def test_fields_taken_from_an_earlier_layer_equal_those_measured_alone() -> None:
+    """A layer whose output is an earlier layer's tensor, or a norm, activation or 1x1
+    convolution on one, takes that layer's field without a backward pass of its own: every
+    field must equal the one measured with that layer alone (inplace ReLUs, BatchNorms and
+    1x1 convolutions of a ResNet bottleneck; GELU, Hardswish and a strided 1x1 that is not
+    pointwise in a small net)."""
+    import torchvision
+
+    from visionlens import fields
+
+    small = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.GELU(), nn.Conv2d(4, 4, 1), nn.Hardswish(),
+        nn.Conv2d(4, 4, 1, stride=2), nn.ReLU(inplace=True), nn.Conv2d(4, 4, 3, padding=1), nn.Identity(),
+    )  # fmt: skip
+    r = torchvision.models.resnet50()
+    for net in (small.eval(), nn.Sequential(r.conv1, r.bn1, r.relu, r.maxpool, r.layer1).eval()):
+        tr = trace(net, torch.zeros(1, 3, 32, 32))
+        names = [n for n in tr.order if n and len(tr.shapes.get(n, ())) == 3]
+        pos = fields._positive_copy(net)
+        together = dict(fields._each_field(pos, (32, 32), names))
+        alone = {n: dict(fields._each_field(pos, (32, 32), [n]))[n] for n in names}
+        assert together == alone and sum(f is not None for f in alone.values()) >= 8
+
+
 def test_layer_table(bundled: vl.Model) -> None:
     table = {info.name: info for info in vl.layer_table(bundled)}
     assert table["blocks.2"].shape == (40, 28, 28)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -137,24 +138,67 @@ def _smaller(n: int, target: int) -> int:
     return n - 32 * max(0, (n - target) // 32)
 
 
+# modules that act on each position alone (and 1x1 convolutions of stride 1, see
+# `_pointwise`): their output's field is their input's
+_POINTWISE = (
+    nn.modules.batchnorm._BatchNorm, nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.Hardswish, nn.Hardsigmoid,
+    nn.Sigmoid, nn.Tanh, nn.LeakyReLU, nn.ELU, nn.Mish, nn.Identity, nn.Dropout, nn.Dropout2d,
+)  # fmt: skip
+
+
+def _pointwise(m: nn.Module | None) -> bool:
+    if isinstance(m, nn.Conv2d):
+        return m.kernel_size == (1, 1) and m.stride == (1, 1) and m.padding in ((0, 0), "valid", "same")
+    return isinstance(m, _POINTWISE)
+
+
 def _each_field(
     pos: nn.Module, size: tuple[int, int], layers: Sequence[str]
 ) -> Iterator[tuple[str, ReceptiveField | None]]:
-    """Fields of `layers` on the positive copy at one input size; nothing if it cannot run."""
+    """Fields of `layers` on the positive copy at one input size; nothing if it cannot run.
+    One backward pass per distinct field: a layer whose output is an earlier layer's tensor
+    (a block and its last child), or that acts on each position alone on such a tensor (a
+    norm, an activation), takes that layer's field."""
     h, w = size
+    modules = dict(pos.named_modules())
+    inputs: dict[str, torch.Tensor] = {}  # held, so that no two of the tensors share an id
+
+    def keep(m: nn.Module, args: Any, name: str) -> None:
+        if args and isinstance(args[0], torch.Tensor):
+            inputs[name] = args[0]
+
+    hooks = [
+        modules[n].register_forward_pre_hook(partial(keep, name=n))
+        for n in layers
+        if _pointwise(modules.get(n))
+    ]
     # outside inference mode, even when called inside it: the copy is differentiated
     with torch.inference_mode(False):
         # small inputs keep residual sums far from saturating activations such as ReLU6
         x = torch.full((1, 3, h, w), 1e-3, dtype=torch.float32, requires_grad=True)
-        with Probe(pos, layers) as probe, torch.enable_grad():
-            try:
-                pos(x)
-            except Exception:  # noqa: BLE001 - a model the copy cannot run simply has no fields
-                return
-            outs = dict(probe.outputs)
-    # no context is held across a yield: the caller runs in its own grad and inference modes
+        try:
+            with Probe(pos, layers) as probe, torch.enable_grad():
+                try:
+                    pos(x)
+                except Exception:  # noqa: BLE001 - a model the copy cannot run simply has no fields
+                    return
+                outs = dict(probe.outputs)
+        finally:
+            for hk in hooks:
+                hk.remove()
+    known: dict[int, ReceptiveField | None] = {}  # id of a measured output -> its field
+    # no context is held across a yield: the caller runs in its own grad and inplace modes
     for name in layers:
-        yield name, _field(outs.get(name), x, h, w)
+        o, i = outs.get(name), inputs.get(name)
+        if isinstance(o, torch.Tensor) and id(o) in known:
+            field = known[id(o)]
+        elif i is not None and id(i) in known and isinstance(o, torch.Tensor) and o.shape == i.shape:
+            field = known[id(i)]
+        else:
+            field = _field(o, x, h, w)
+        if isinstance(o, torch.Tensor):
+            known[id(o)] = field
+        yield name, field
 
 
 def _field(o: Any, x: torch.Tensor, h: int, w: int) -> ReceptiveField | None:

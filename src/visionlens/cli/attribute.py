@@ -254,7 +254,7 @@ def occlusion(
         path,
         [
             render.Panel(img, "input"),
-            render.Panel(render.colorize(heat, "inferno"), f"{what} drop (max {float(res[0].max()):.3f})"),
+            render.Panel(render.colorize(heat, "inferno"), f"{what} drop (max {float(res[0].max()):.3g})"),
             render.Panel(render.overlay(img, heat, "jet", 0.6), f"window {window}, stride {stride}, {baseline.value}"),
         ],
         f"{m.name}: occlusion for {bound.label}" + (" (approximate)" if approx else ""),
