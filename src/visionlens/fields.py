@@ -167,11 +167,7 @@ def _each_field(
         if args and isinstance(args[0], torch.Tensor):
             inputs[name] = args[0]
 
-    hooks = [
-        modules[n].register_forward_pre_hook(partial(keep, name=n))
-        for n in layers
-        if _pointwise(modules.get(n))
-    ]
+    hooks = [modules[n].register_forward_pre_hook(partial(keep, name=n)) for n in layers if _pointwise(modules.get(n))]
     # outside inference mode, even when called inside it: the copy is differentiated
     with torch.inference_mode(False):
         # small inputs keep residual sums far from saturating activations such as ReLU6
