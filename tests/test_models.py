@@ -62,6 +62,43 @@ def test_timm_spec_with_local_weights(tmp_path: Path) -> None:
         vl.load_model("timm:resnet10t", weights=tmp_path / "w.pth")  # 1000 classes vs 7
 
 
+def test_timm_weights_load_from_the_hub_cache_at_once_without_a_network(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Offline, huggingface_hub would retry every request for about 50 s before reading its
+    cache: with the hub unreachable, weights in the cache load without a request, and
+    weights not there fail at once with a one-line reason."""
+    import socket
+
+    import timm
+    from huggingface_hub import constants
+    from safetensors.torch import save_file
+
+    from visionlens import loading
+
+    lookups: list[object] = []
+
+    def no_network(*args: object, **kwargs: object) -> None:
+        lookups.append(args[0])
+        raise OSError("no network in this test")
+
+    monkeypatch.setattr(loading, "hub_reachable", lambda: False)
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(ModelError, match="cannot be reached, nor are they cached"):
+        vl.load_model("timm:resnet10t")
+    torch.manual_seed(0)
+    ref = timm.create_model("resnet10t").state_dict()
+    repo, rev = tmp_path / "models--timm--resnet10t.c3_in1k", "0" * 40
+    (repo / "snapshots" / rev).mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(rev)
+    save_file({k: v.contiguous() for k, v in ref.items()}, repo / "snapshots" / rev / "model.safetensors")
+    got = vl.load_model("timm:resnet10t").net.state_dict()
+    assert all(torch.equal(got[k], v) for k, v in ref.items())
+    assert not lookups and not constants.HF_HUB_OFFLINE  # no request made; offline mode undone
+
+
 def test_torchscript_archive(tmp_path: Path) -> None:
     net = seeded(ReLUNet())
     torch.jit.trace(net, torch.randn(1, 3, 32, 32)).save(str(tmp_path / "net.ts"))

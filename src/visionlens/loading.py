@@ -4,6 +4,7 @@ local weights read safely (`weights_only=True`)."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import io
 import json
@@ -12,6 +13,7 @@ import pickle
 import sys
 import warnings
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -129,16 +131,50 @@ def _torchvision(name: str, weights: str | None, trust: bool) -> Model:
     return Model(net.eval(), pre, labels, f"torchvision:{name}")
 
 
+def hub_reachable() -> bool:
+    """Whether the Hugging Face hub's host resolves (or a proxy is set, which resolves it).
+    Without a network, huggingface_hub retries each request five times, about 50 s, before
+    it falls back to its local cache."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    try:
+        socket.getaddrinfo(urlparse(constants.ENDPOINT).hostname or "huggingface.co", 443)
+    except OSError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _hub_offline(on: bool) -> Iterator[None]:
+    """huggingface_hub's offline mode (its local cache only, no request) while inside."""
+    from huggingface_hub import constants
+
+    before = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = before or on
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = before
+
+
 def _timm(name: str, weights: str | None, trust: bool) -> Model:
     import timm
 
     if not timm.list_models(name) and not timm.list_models(name, pretrained=True):
         raise ModelError(f"unknown timm model {name!r}{did_you_mean(name, timm.list_models())}")
+    offline = weights is None and not hub_reachable()
     try:
-        net = timm.create_model(name, pretrained=weights is None)
+        with _hub_offline(offline):
+            net = timm.create_model(name, pretrained=weights is None)
     except Exception as e:  # noqa: BLE001 - hub failures come in many types
+        why = "the Hugging Face hub cannot be reached, nor are they cached" if offline else type(e).__name__
         raise ModelError(
-            f"could not download timm:{name} weights ({type(e).__name__}); pass `weights` a local state_dict file"
+            f"could not download timm:{name} weights ({why}); pass `weights` a local state_dict file"
         ) from None
     if weights:
         load_weights(net, weights, trust)
