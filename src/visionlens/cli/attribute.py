@@ -168,7 +168,7 @@ def occlusion(
     ] = False,
     approx: Annotated[
         bool,
-        typer.Option("--approx", help="coarse to fine: every third window, then those where the map peaks (faster)"),
+        typer.Option("--approx", help="coarse to fine: every second window, then those where the map peaks (faster)"),
     ] = False,
     profile: Annotated[
         bool, typer.Option("--profile", help="print how the map was computed and the seconds per network segment")
