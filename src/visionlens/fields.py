@@ -183,7 +183,7 @@ def _each_field(
             for hk in hooks:
                 hk.remove()
     known: dict[int, ReceptiveField | None] = {}  # id of a measured output -> its field
-    # no context is held across a yield: the caller runs in its own grad and inplace modes
+    # no context is held across a yield: the caller runs in its own grad and inference modes
     for name in layers:
         o, i = outs.get(name), inputs.get(name)
         if isinstance(o, torch.Tensor) and id(o) in known:
