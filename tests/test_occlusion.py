@@ -3,6 +3,7 @@ to whole copies, windows of several images sharing batches, the approximate mode
 
 from __future__ import annotations
 
+import copy
 import importlib
 from collections.abc import Callable
 
@@ -14,7 +15,7 @@ from captum.attr import Occlusion
 from torch import nn
 
 import visionlens as vl
-from visionlens.attribution._occlusion_engine import Engine
+from visionlens.attribution._occlusion_engine import Engine, all_windows
 from visionlens.models import Model
 
 from . import archs
@@ -88,6 +89,7 @@ def test_matches_captum_on_the_matrix(name: str) -> None:
         "resnet50",
         "mobilenet_v3_large",
         "lite0",
+        "swin_tiny",
         *(pytest.param(n, marks=pytest.mark.slow) for n in ("vgg16", "convnext_tiny")),
     ],
 )
@@ -95,8 +97,8 @@ def test_incremental_engine_equals_whole_copies(name: str) -> None:
     model = MATRIX[name]()
     x = _image(1)
     engine = Engine(model.net, x, 8, 8, min_saving=0.0)  # every plan, however little it saves
-    assert engine.segments, "no incremental plan"
-    wins = occ._windows(archs.SIZE, archs.SIZE, 8, 8)[::3]
+    assert engine.cuts, "no incremental plan"
+    wins = all_windows((archs.SIZE, archs.SIZE), 8, 8)[::3]
     owners = torch.zeros(len(wins), dtype=torch.long)
     base = torch.zeros_like(x)
     with torch.inference_mode():
@@ -104,7 +106,45 @@ def test_incremental_engine_equals_whole_copies(name: str) -> None:
         a = engine.plain(x, base, wins, owners)
         b = engine.incremental(x, base, wins, owners, clean)
     assert (a - b).abs().max() <= 1e-4 * float(a.abs().max())
-    assert set(engine.profile) >= {"whole network", f"{engine.segments[-1].b} -> output"}
+    assert set(engine.profile) >= {"whole network", f"{engine.cuts[-1]} -> output"}
+
+
+def test_swin_blocks_recompute_only_the_attention_windows_a_window_changes() -> None:
+    """Windows that straddle token and attention-window borders, two images in one batch: the
+    plan's scores equal whole copies', through shifted blocks (their cyclic shift and mask)."""
+    model = MATRIX["swin_tiny"]()
+    x = torch.cat([_image(7), _image(8)])
+    engine = Engine(model.net, x[:1], 12, 4, min_saving=0.0)
+    assert engine.windows is not None and engine.segments == []
+    assert {"layers.0.blocks.1", "layers.1.downsample"} <= set(engine.cuts)
+    assert model.net.layers[0].blocks[1].shift_size == (1, 1)
+    wins = all_windows((archs.SIZE, archs.SIZE), 12, 4)[::5]
+    owners = torch.arange(len(wins)) % 2
+    base = torch.zeros_like(x)
+    with torch.inference_mode():
+        out, clean = engine.clean_maps(x)
+        a = engine.plain(x, base, wins, owners)
+        b = engine.incremental(x, base, wins, owners, clean)
+    assert (a - out[owners]).abs().amax(-1).min() > 1e-3  # every window changes the output
+    assert (a - b).abs().max() <= 1e-5 * float(a.abs().max())
+
+
+class _Half(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x / 2
+
+
+def test_a_swin_block_with_other_internals_ends_the_plan() -> None:
+    """A block whose forward does what the window-by-window recomputation does not (here its
+    MLP branch halved, as a layer scale would) is checked out at planning: the plan stops
+    before it."""
+    model = MATRIX["swin_tiny"]()
+    net = copy.deepcopy(model.net)
+    net.layers[0].blocks[1].drop_path2 = _Half()
+    x = _image(1)
+    plain = Engine(model.net, x, 8, 8, min_saving=0.0).cuts
+    assert plain[:3] == ["patch_embed", "layers.0.blocks.0", "layers.0.blocks.1"]
+    assert Engine(net, x, 8, 8, min_saving=0.0).cuts == ["patch_embed", "layers.0.blocks.0"]
 
 
 def test_a_plan_is_tried_only_where_it_can_pay() -> None:
@@ -149,10 +189,11 @@ def test_only_stages_that_chain_their_children_are_cut_inside() -> None:
         assert engine_module._chains(net, tr, x, parents) == chained
 
 
-def test_incremental_mode_is_exact_and_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("name", ["lite0", "swin_tiny"])
+def test_incremental_mode_is_exact_and_reported(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
     monkeypatch.setattr(occ, "_PLAN_FROM", 0)
     monkeypatch.setattr(engine_module, "_MIN_SAVING", 0.0)  # a tiny image: any plan, however little it saves
-    model = MATRIX["lite0"]()
+    model = MATRIX[name]()
     x = torch.cat([_image(2), _image(3)])
     stats: dict = {}
     fast, _ = vl.occlusion_windows(model, x, 3, window=8, stride=4, baseline="blur", batch_size=16, stats=stats)

@@ -2,7 +2,8 @@
 whole copies through an inference copy of the network (BatchNorm folded into convolutions,
 channels-last, batch size from the network's activation memory), or incrementally, re-running
 only the receptive-field cone of each window block by block and taking the rest from one
-pass over the clean image (Krypton, Nakandala et al. 2019).
+pass over the clean image (Krypton, Nakandala et al. 2019); on a Swin transformer, only the
+attention windows each occluding window changes (`_window_tokens`).
 
 Windows are rows of a (N, 4) tensor (y0, y1, x0, x1) and every batch mixes windows of any of
 the images: building the copies, cutting the crops a window changes and pasting the
@@ -22,6 +23,7 @@ from torch import nn
 from ..fields import ReceptiveField, each_receptive_field
 from ..tracing import Trace, forward_until, resume_from, trace
 from ._fast import FastForward
+from ._window_tokens import WindowPlan
 
 _FRAC = 0.8  # stop cutting once a window changes more than this fraction of a map
 _MEMORY = 1 << 30  # bytes of activations one batch may hold
@@ -240,11 +242,14 @@ class Engine:
             (None: 0.05).
 
     Attributes:
-        segments: the cuts of the incremental plan (empty: whole copies only; also when the
+        segments: the cuts of the convolutional incremental plan (empty: none; also when the
             plan is predicted to save less than `min_saving` of a whole pass).
+        windows: the window-attention plan of a Swin transformer (None: not one, or it saves
+            too little); a network has one plan or the other.
+        cuts: the layers either plan recomputes up to (empty: whole copies only).
         saving: the fraction of a whole pass the plan was predicted to save.
         batch_size: copies per forward pass, from the network's activation memory and the
-            device (on a CPU 16 with an incremental plan, 8 without).
+            device (on a CPU 16 with a convolutional plan, 8 otherwise).
         whole_batch_size: the batch size for whole copies alone.
         verdict: None until the first batches decided between the plan and whole copies,
             then (mode, why); kept so that later images of a stream do not try again.
@@ -265,21 +270,34 @@ class Engine:
             self.net = FastForward.of(net, x1).net  # the last copy made, when the network is unchanged
             self.hw = (int(x1.shape[-2]), int(x1.shape[-1]))
             self.tr = trace(self.net, x1)
-            self.segments = _plan(self.net, self.tr, x1, window, stride) if incremental else []
+            self.windows: WindowPlan | None = None
+            if incremental:  # a window-attention transformer's plan, if it is one
+                wins = all_windows(self.hw, window, stride).to(x1.device)
+                self.windows = WindowPlan.make(self.net, self.tr, x1, wins)
+            self.segments = _plan(self.net, self.tr, x1, window, stride) if incremental and not self.windows else []
         self.saving = _predicted_saving(self.net, x1, self.segments) if self.segments else 0.0
+        if self.windows:
+            self.saving = self.windows.saving
         # cuts that come too early: trying them would cost more than they save
         if self.saving < (_MIN_SAVING if min_saving is None else min_saving):
-            self.segments = []
+            self.segments, self.windows = [], None
         largest = sorted((_numel(s) for s in self.tr.shapes.values()), reverse=True)[:3]
         fits = max(1, _MEMORY // max(1, 4 * sum(largest)))
         cpu = x1.device.type == "cpu"
         self.whole_batch_size = int(min(_CPU_BATCH_WHOLE if cpu else _MAX_BATCH, fits))
         self.batch_size = self.whole_batch_size
-        if self.segments:
+        if (
+            self.segments
+        ):  # a Swin's plan runs most of each copy whole: 8 suits it (89-93 ms a copy against 94-95 at 16)
             self.batch_size = int(min(_CPU_BATCH_INCREMENTAL if cpu else _MAX_BATCH, fits))
         self.profile: dict[str, float] = {}
         self.trials = 0  # batches run both ways so far (the caller's bookkeeping)
         self.verdict: tuple[str, str] | None = None  # (mode, why) once the trials decided
+
+    @property
+    def cuts(self) -> list[str]:
+        """The layers the incremental plan recomputes up to (empty: whole copies only)."""
+        return self.windows.names if self.windows else [s.b for s in self.segments]
 
     def _tick(self, key: str, t0: float) -> float:
         t = time.perf_counter()
@@ -308,19 +326,19 @@ class Engine:
         maps: dict[str, torch.Tensor] = {}
         modules = dict(self.net.named_modules())
         hooks = []
-        for seg in self.segments:
+        for cut in self.cuts:
 
-            def keep(m: nn.Module, i: Any, o: Any, name: str = seg.b) -> None:
+            def keep(m: nn.Module, i: Any, o: Any, name: str = cut) -> None:
                 # a copy: an inplace activation after the cut would overwrite the map
                 maps[name] = (o[0] if isinstance(o, (tuple, list)) else o).clone()
 
-            hooks.append(modules[seg.b].register_forward_hook(keep))
+            hooks.append(modules[cut].register_forward_hook(keep))
         try:
             out = self.run(x)
         finally:
             for hk in hooks:
                 hk.remove()
-        return out, [maps[seg.b] for seg in self.segments]
+        return out, [maps[cut] for cut in self.cuts]
 
     def _geometry_of(self, wins: torch.Tensor) -> list[torch.Tensor]:
         """Per segment, per window: the crop corner (c0, d0) in the segment's input map and
@@ -351,6 +369,8 @@ class Engine:
     ) -> Any:
         """The same output as `plain`, recomputing only each window's cone up to the last
         cut; `clean` is `clean_maps(x)[1]`."""
+        if self.windows is not None:
+            return self.windows.incremental(self.net, self.tr, x, base, wins, owners, clean, self._tick)
         n = len(owners)
         every = torch.arange(n, device=x.device)
         geo = self._geometry_of(wins)
@@ -386,6 +406,15 @@ class Engine:
             out = self.net(x[:1].expand(n, -1, -1, -1))
         self._tick(f"{last.b} -> output", t0)
         return out
+
+
+def all_windows(hw: tuple[int, int], window: int, stride: int) -> torch.Tensor:
+    """(nY * nX, 4) windows (y0, y1, x0, x1) over an input of size `hw`, row by row."""
+    ys = torch.tensor(window_starts(hw[0], window, stride))
+    xs = torch.tensor(window_starts(hw[1], window, stride))
+    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+    yy, xx = yy.flatten(), xx.flatten()
+    return torch.stack([yy, (yy + window).clamp(max=hw[0]), xx, (xx + window).clamp(max=hw[1])], 1)
 
 
 def _predicted_saving(net: nn.Module, x1: torch.Tensor, segments: list[_Segment]) -> float:

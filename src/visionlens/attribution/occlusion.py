@@ -28,7 +28,7 @@ from ..errors import ArgumentError, ImageError
 from ..models import Model, as_model
 from ..progress import Progress
 from ._common import Target
-from ._occlusion_engine import Engine, window_starts
+from ._occlusion_engine import Engine, all_windows, window_starts
 from .targets import BoundTarget, _class_label, as_target
 
 # approximate mode: every second window along each axis first, then rounds of at most
@@ -81,15 +81,6 @@ def _check(h: int, w: int, window: int, stride: int) -> None:
         raise ArgumentError(f"window {window} px is larger than the {h}x{w} input; use a smaller `window`")
 
 
-def _windows(h: int, w: int, window: int, stride: int) -> torch.Tensor:
-    """(nY * nX, 4) windows (y0, y1, x0, x1), row by row."""
-    ys = torch.tensor(window_starts(h, window, stride))
-    xs = torch.tensor(window_starts(w, window, stride))
-    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
-    yy, xx = yy.flatten(), xx.flatten()
-    return torch.stack([yy, (yy + window).clamp(max=h), xx, (xx + window).clamp(max=w)], 1)
-
-
 class _Scorer:
     """Scores of batches of (image, window) jobs. Until the engine has a verdict, the first two
     batches are also run as whole copies, a few of their windows: the incremental scores must
@@ -99,11 +90,11 @@ class _Scorer:
 
     def __init__(self, engine: Engine, x: torch.Tensor, base: torch.Tensor, bound: BoundTarget, incremental: bool):
         self.engine, self.x, self.base, self.bound = engine, x, base, bound
-        self.mode = "incremental" if incremental and engine.segments else "whole copies"
-        self.why = "" if engine.segments else "no plan: too few windows, or no cut early enough to save 5% of a pass"
+        self.mode = "incremental" if incremental and engine.cuts else "whole copies"
+        self.why = "" if engine.cuts else "no plan: too few windows, or no cut early enough to save 5% of a pass"
         if not incremental:
             self.why = "incremental=False"
-        elif engine.segments and engine.verdict is not None:
+        elif engine.cuts and engine.verdict is not None:
             self.mode, self.why = engine.verdict
         self.clean: list[torch.Tensor] = []
         self.forwards = 0
@@ -173,7 +164,7 @@ def _drops(
     """(B, nY, nX) drops for the images `x` (all of one size) on `engine`."""
     b, (h, w) = x.shape[0], x.shape[-2:]
     ny, nx = len(window_starts(h, window, stride)), len(window_starts(w, window, stride))
-    wins = _windows(h, w, window, stride).to(x.device)
+    wins = all_windows((h, w), window, stride).to(x.device)
     score = _Scorer(engine, x, base, bound, incremental)
     batch = batch_size or engine.batch_size
     t0 = time.perf_counter()
@@ -189,7 +180,7 @@ def _drops(
             mode=score.mode,
             why=score.why,
             batch_size=batch,
-            cuts=[s.b for s in engine.segments],
+            cuts=engine.cuts,
             windows=b * ny * nx,
             forwards=score.forwards,
             seconds=time.perf_counter() - t0,

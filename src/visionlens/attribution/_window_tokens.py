@@ -1,0 +1,292 @@
+"""Incremental occlusion through window-attention transformers (timm's Swin).
+
+An occluding window changes only the tokens whose patch it touches at the patch embedding,
+and a Swin block mixes tokens only inside its attention windows (shifted or not): the block's
+output differs from the clean image's only in the attention windows that hold a changed
+token. So the first blocks, where those windows are few (Swin-T's first stage holds 64 of
+them and a 16 px window touches 1 to 4), are recomputed on those windows alone, gathered from
+every copy of a batch into one batch of windows, and the rest of each copy's map is the clean
+image's. Patch merging runs on whole maps (it is a small share of a pass). Past the last
+planned block the network runs on whole maps.
+
+Every block is checked once, when planning: recomputing all its windows this way must give
+its own output on the sample image, or the plan stops before it. The occlusion scorer then
+compares the first batches with whole copies, as it does for the convolutional plan.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..tracing import Trace, resume_from
+
+_FRAC = 0.8  # stop once a window's changed attention windows exceed this share of a map
+
+
+@dataclass
+class _Step:
+    name: str
+    kind: str  # "embed", "block" or "merge"
+    module: nn.Module
+    grid: tuple[int, int]  # the output's token grid
+    index: torch.Tensor | None = None  # block: (nW, area) flat token positions of each window
+    mask: torch.Tensor | None = None  # block: (nW, area, area) additive attention mask, or None
+
+
+def _swin_classes() -> tuple[type, type, type] | None:
+    try:
+        from timm.layers import PatchEmbed
+        from timm.models.swin_transformer import PatchMerging, SwinTransformerBlock
+    except ImportError:  # pragma: no cover - timm is a dependency
+        return None
+    return PatchEmbed, SwinTransformerBlock, PatchMerging
+
+
+def _window_index(grid: tuple[int, int], size: tuple[int, int], shift: tuple[int, int]) -> torch.Tensor:
+    """(nW, area) flat positions in the unshifted map of the tokens of each attention window,
+    in the order timm partitions the cyclically shifted map."""
+    (h, w), (wh, ww), (sh, sw) = grid, size, shift
+    rows = (torch.arange(h) + sh) % h
+    cols = (torch.arange(w) + sw) % w
+    flat = rows[:, None] * w + cols[None, :]  # shifted position -> original flat position
+    return flat.view(h // wh, wh, w // ww, ww).permute(0, 2, 1, 3).reshape(-1, wh * ww)
+
+
+def _attention(attn: Any, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """timm's WindowAttention on windows (P, area, C), each with its own additive mask."""
+    p, n, c = x.shape
+    q, k, v = attn.qkv(x).reshape(p, n, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+    bias = attn._get_rel_pos_bias()
+    if mask is not None:
+        bias = bias + mask[:, None]
+    if attn.fused_attn:
+        x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.expand(p, -1, -1, -1), scale=attn.scale)
+    else:
+        x = ((q * attn.scale) @ k.transpose(-2, -1) + bias).softmax(-1) @ v
+    return attn.proj(x.transpose(1, 2).reshape(p, n, -1))
+
+
+def _block_on_windows(step: _Step, x: torch.Tensor, win: torch.Tensor) -> torch.Tensor:
+    """The block's output on windows x (P, area, C) whose window numbers are `win`."""
+    b: Any = step.module  # timm's SwinTransformerBlock
+    y = x + _attention(b.attn, b.norm1(x), None if step.mask is None else step.mask[win])
+    return y + b.mlp(b.norm2(y))
+
+
+class WindowPlan:
+    """The steps (patch embedding, blocks, patch merging) recomputed window by window."""
+
+    def __init__(self, steps: list[_Step], saving: float) -> None:
+        self.steps = steps
+        self.saving = saving
+
+    @property
+    def names(self) -> list[str]:
+        return [s.name for s in self.steps]
+
+    @classmethod
+    def make(cls, net: nn.Module, tr: Trace, x1: torch.Tensor, wins: torch.Tensor) -> WindowPlan | None:
+        """The plan for `net` (an inference copy) and occluding windows `wins` (N, 4), or
+        None when the network is not a Swin or no block pays."""
+        classes = _swin_classes()
+        if classes is None:
+            return None
+        embed_cls, block_cls, merge_cls = classes
+        modules = dict(net.named_modules())
+        kinds = {embed_cls: "embed", block_cls: "block", merge_cls: "merge"}
+        names = [n for n in tr.order if n and type(modules[n]) in kinds and tr.calls.get(n) == 1]
+        if not names or type(modules[names[0]]) is not embed_cls:
+            return None
+        embed = modules[names[0]]
+        proj = getattr(embed, "proj", None)
+        fmt = str(getattr(embed, "output_fmt", ""))
+        if (
+            not isinstance(proj, nn.Conv2d)
+            or proj.kernel_size != proj.stride
+            or proj.padding != (0, 0)
+            or "NHWC" not in fmt
+            or x1.shape[-2] % proj.stride[0]
+            or x1.shape[-1] % proj.stride[1]
+        ):
+            return None
+        ins, outs = _record(net, x1, [modules[n] for n in names])
+        steps: list[_Step] = []
+        for i, n in enumerate(names):
+            m, out = modules[n], outs[i]
+            if out is None or out.dim() != 4 or (i and (ins[i] is None or not torch.equal(ins[i], outs[i - 1]))):
+                break  # not a chain of NHWC maps, each step reading the last one's output
+            grid = (int(out.shape[1]), int(out.shape[2]))
+            step = _Step(n, kinds[type(m)], m, grid)
+            if step.kind == "merge" and (ins[i].shape[1] % 2 or ins[i].shape[2] % 2):
+                break
+            if step.kind == "block":
+                size, shift = tuple(m.window_size), tuple(m.shift_size)
+                if grid[0] % size[0] or grid[1] % size[1]:
+                    break
+                step.index = _window_index(grid, size, shift).to(x1.device)
+                if any(shift):
+                    mask = m.attn_mask if m.attn_mask is not None else m.get_attn_mask(out[:, :, :, :1])
+                    step.mask = mask.to(out.dtype)
+                if not _reproduces(step, ins[i], out):
+                    break
+            steps.append(step)
+        # keep blocks while the windows they recompute are few; end on a block
+        changed = _token_masks(steps[:1], wins, x1.shape[-2:])
+        keep, shares = 0, []
+        for i, step in enumerate(steps[1:], 1):
+            changed, frac = _propagate(step, changed)
+            if step.kind == "block" and frac > _FRAC:
+                break
+            shares.append(frac)
+            if step.kind == "block":
+                keep = i + 1
+        steps = steps[:keep]
+        if not any(s.kind == "block" for s in steps):
+            return None
+        return cls(steps, _saving(net, x1, steps, shares))
+
+    def incremental(
+        self,
+        net: nn.Module,
+        tr: Trace,
+        x: torch.Tensor,
+        base: torch.Tensor,
+        wins: torch.Tensor,
+        owners: torch.Tensor,
+        clean: list[torch.Tensor],
+        tick: Any,
+    ) -> Any:
+        """The network's output on copies (image owners[i], window wins[i] set to the
+        baseline), recomputing only the changed windows of the planned blocks."""
+        n = len(owners)
+        t0 = time.perf_counter()
+        changed = _token_masks(self.steps[:1], wins, x.shape[-2:])
+        h, w = x.shape[-2:]
+        rows = torch.arange(h, device=x.device)[None, :]
+        cols = torch.arange(w, device=x.device)[None, :]
+        inside = ((rows >= wins[:, :1]) & (rows < wins[:, 1:2]))[:, :, None] & (
+            (cols >= wins[:, 2:3]) & (cols < wins[:, 3:4])
+        )[:, None, :]
+        copies = torch.where(inside[:, None], base[owners], x[owners])
+        cur = self.steps[0].module(copies)
+        t0 = tick(f"input -> {self.steps[0].name}", t0)
+        for k, step in enumerate(self.steps[1:], 1):
+            if step.kind == "merge":
+                cur = step.module(cur)
+                changed, _ = _propagate(step, changed)
+            else:
+                assert step.index is not None
+                gh, gw = step.grid
+                flat = cur.reshape(n, gh * gw, -1)
+                pick = changed.view(n, -1)[:, step.index].any(-1).nonzero()  # (P, 2): copy, window
+                tokens = step.index[pick[:, 1]]
+                y = _block_on_windows(step, flat[pick[:, :1], tokens], pick[:, 1])
+                out = clean[k][owners].reshape(n, gh * gw, -1)
+                out[pick[:, :1], tokens] = y
+                cur = out.view(n, gh, gw, -1)
+                changed, _ = _propagate(step, changed)
+            t0 = tick(f"{self.steps[k - 1].name} -> {step.name}", t0)
+        with resume_from(net, tr, self.steps[-1].name, cur):
+            out = net(x[:1].expand(n, -1, -1, -1))
+        tick(f"{self.steps[-1].name} -> output", t0)
+        return out
+
+
+def _record(net: nn.Module, x1: torch.Tensor, mods: list[nn.Module]) -> tuple[list[Any], list[Any]]:
+    """Each module's (single tensor) input and output on one clean pass (copies)."""
+    ins: list[Any] = [None] * len(mods)
+    outs: list[Any] = [None] * len(mods)
+
+    def pre(m: nn.Module, args: Any, i: int) -> None:
+        if len(args) == 1 and isinstance(args[0], torch.Tensor):
+            ins[i] = args[0].clone()
+
+    def post(m: nn.Module, args: Any, out: Any, i: int) -> None:
+        if isinstance(out, torch.Tensor):
+            outs[i] = out.clone()
+
+    hooks = [m.register_forward_pre_hook(partial(pre, i=i)) for i, m in enumerate(mods)]
+    hooks += [m.register_forward_hook(partial(post, i=i)) for i, m in enumerate(mods)]
+    try:
+        with torch.inference_mode():
+            net(x1)
+    finally:
+        for hk in hooks:
+            hk.remove()
+    return ins, outs
+
+
+def _reproduces(step: _Step, x: torch.Tensor, out: torch.Tensor) -> bool:
+    """Whether recomputing every window of the block gives its output on `x` (1, H, W, C)."""
+    assert step.index is not None
+    try:
+        with torch.inference_mode():
+            nw = len(step.index)
+            win = torch.arange(nw, device=x.device)
+            y = _block_on_windows(step, x.reshape(-1, x.shape[-1])[step.index], win)
+            got = torch.empty_like(out).view(-1, out.shape[-1])
+            got[step.index.reshape(-1)] = y.reshape(-1, y.shape[-1])
+    except Exception:  # noqa: BLE001 - a block whose internals differ from timm's Swin
+        return False
+    tol = 1e-5 * float(out.abs().max()) + 1e-7
+    return torch.allclose(got.view_as(out), out, rtol=1e-4, atol=tol)
+
+
+def _token_masks(first: list[_Step], wins: torch.Tensor, hw: Any) -> torch.Tensor:
+    """(N, gh, gw) tokens of the patch embedding each window (y0, y1, x0, x1) touches."""
+    (gh, gw), (h, w) = first[0].grid, (int(hw[0]), int(hw[1]))
+    py, px = h // gh, w // gw
+    r = torch.arange(gh, device=wins.device)[None, :]
+    c = torch.arange(gw, device=wins.device)[None, :]
+    rr = (r * py < wins[:, 1:2]) & ((r + 1) * py > wins[:, :1])
+    cc = (c * px < wins[:, 3:4]) & ((c + 1) * px > wins[:, 2:3])
+    return rr[:, :, None] & cc[:, None, :]
+
+
+def _propagate(step: _Step, changed: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """Tokens changed after `step` given those changed before it (N, h, w), and the mean share
+    of the step's work they need (attention windows for a block, 1 for patch merging)."""
+    n = changed.shape[0]
+    if step.kind == "merge":
+        pooled = F.max_pool2d(changed[:, None].float(), 2)[:, 0] > 0
+        return pooled, 1.0
+    assert step.index is not None
+    sel = changed.reshape(n, -1)[:, step.index].any(-1)  # (N, nW)
+    after = torch.zeros_like(changed).view(n, -1)
+    idx = sel.nonzero()
+    after[idx[:, :1], step.index[idx[:, 1]]] = True
+    return after.view_as(changed), float(sel.float().mean())
+
+
+def _saving(net: nn.Module, x1: torch.Tensor, steps: list[_Step], shares: list[float]) -> float:
+    """The fraction of a whole pass the plan saves, from timed passes over `x1`: each planned
+    block's time times the share of its windows a copy leaves alone (least of three passes)."""
+    ends: dict[str, float] = {}
+
+    def stamp(m: nn.Module, i: Any, o: Any, name: str) -> None:
+        ends.setdefault(name, time.perf_counter())
+
+    hooks = [s.module.register_forward_hook(partial(stamp, name=s.name)) for s in steps]
+    spans: list[list[float]] = []
+    try:
+        with torch.inference_mode():
+            net(x1)
+            for _ in range(3):
+                ends.clear()
+                t0 = time.perf_counter()
+                net(x1)
+                stamps = [t0, *(ends[s.name] for s in steps), time.perf_counter()]
+                spans.append([b - a for a, b in zip(stamps[:-1], stamps[1:], strict=True)])
+    finally:
+        for hk in hooks:
+            hk.remove()
+    least = [min(col) for col in zip(*spans, strict=True)]
+    saved = sum(t * (1 - f) for t, f, s in zip(least[1:], shares, steps[1:], strict=False) if s.kind == "block")
+    return saved / max(sum(least), 1e-9)
