@@ -4,11 +4,17 @@ channels-last inputs, and a copy made again whenever the network changed."""
 
 from __future__ import annotations
 
+import copy
+
+import pytest
+import timm
 import torch
 import torchvision
 from torch import nn
 
-from visionlens.attribution._fast import FastForward, inference_copy
+from visionlens.attribution._fast import FastForward, inference_copy, prune_last_block
+
+from . import archs
 
 
 def _calibrated_resnet() -> nn.Module:
@@ -87,3 +93,43 @@ def test_the_copy_is_made_again_when_the_network_changes() -> None:
     assert third is not second
     with torch.no_grad():
         torch.testing.assert_close(third(x), net(x), rtol=1e-4, atol=1e-4 * float(net(x).abs().max()))
+
+
+@pytest.mark.parametrize("name", ["vit_small", "deit_tiny"])
+def test_a_vit_whose_head_reads_the_prefix_tokens_runs_its_last_block_for_them_alone(name: str) -> None:
+    """The last block's output is (B, prefix tokens, C) in the copy (ViT: the class token;
+    DeiT distilled: class and distillation tokens), and the outputs are the network's."""
+    net = archs.MATRIX[name]().net
+    x = torch.randn(3, 3, archs.SIZE, archs.SIZE)
+    fast = inference_copy(net, x[:1])
+    seen: list[tuple[int, ...]] = []
+    fast.blocks[-1].register_forward_hook(lambda m, i, o: seen.append(tuple(o.shape)))
+    with torch.no_grad():
+        ref, out = net(x), fast(x)
+    assert seen == [(3, net.num_prefix_tokens, net.embed_dim)]
+    assert net.num_prefix_tokens == (2 if name == "deit_tiny" else 1)
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5 * float(ref.abs().max()))
+
+
+def test_a_vit_that_pools_every_token_keeps_its_last_block_whole() -> None:
+    torch.manual_seed(0)
+    net = timm.create_model("vit_small_patch16_224", num_classes=10, img_size=32, global_pool="avg").eval()
+    assert not prune_last_block(copy.deepcopy(net))
+    fast = inference_copy(net, torch.randn(1, 3, 32, 32))
+    assert "forward" not in fast.blocks[-1].__dict__
+
+
+class _Double(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 2 * x
+
+
+def test_a_pruned_block_that_changes_the_output_is_put_back() -> None:
+    """A block that does what the pruned forward does not (here its attention weights doubled
+    where timm's plain path applies attention dropout): pruned, the output differs, so the copy
+    keeps the block's own forward."""
+    net = copy.deepcopy(archs.MATRIX["vit_small"]().net)
+    net.blocks[-1].attn.fused_attn = False
+    net.blocks[-1].attn.attn_drop = _Double()
+    fast = inference_copy(net, torch.randn(1, 3, archs.SIZE, archs.SIZE))
+    assert "forward" not in fast.blocks[-1].__dict__

@@ -109,15 +109,27 @@ def test_incremental_engine_equals_whole_copies(name: str) -> None:
     assert set(engine.profile) >= {"whole network", f"{engine.cuts[-1]} -> output"}
 
 
-def test_swin_blocks_recompute_only_the_attention_windows_a_window_changes() -> None:
+def _torchvision_swin() -> Model:
+    """torchvision's Swin-T layout, small: windows of 2 tokens (shifted by 1) on 64 px."""
+    make = lambda: torchvision.models.swin_transformer.SwinTransformer(  # noqa: E731
+        patch_size=[4, 4], embed_dim=24, depths=[2, 2, 2, 2], num_heads=[1, 2, 2, 4], window_size=[2, 2], num_classes=10
+    )
+    return archs._model(make, "swin_torchvision")
+
+
+@pytest.mark.parametrize(
+    "lib, shifted", [("timm", ("layers.0.blocks.1", "layers.1.downsample")), ("torchvision", ("features.1.1", "features.2"))]
+)
+def test_swin_blocks_recompute_only_the_attention_windows_a_window_changes(lib: str, shifted: tuple[str, str]) -> None:
     """Windows that straddle token and attention-window borders, two images in one batch: the
-    plan's scores equal whole copies', through shifted blocks (their cyclic shift and mask)."""
-    model = MATRIX["swin_tiny"]()
+    plan's scores equal whole copies', through shifted blocks (their cyclic shift and mask)
+    and patch merging, for timm's Swin and torchvision's."""
+    model = MATRIX["swin_tiny"]() if lib == "timm" else _torchvision_swin()
     x = torch.cat([_image(7), _image(8)])
     engine = Engine(model.net, x[:1], 12, 4, min_saving=0.0)
     assert engine.windows is not None and engine.segments == []
-    assert {"layers.0.blocks.1", "layers.1.downsample"} <= set(engine.cuts)
-    assert model.net.layers[0].blocks[1].shift_size == (1, 1)
+    assert set(shifted) <= set(engine.cuts)
+    assert engine.windows.steps[engine.cuts.index(shifted[0])].mask is not None  # a shifted block
     wins = all_windows((archs.SIZE, archs.SIZE), 12, 4)[::5]
     owners = torch.arange(len(wins)) % 2
     base = torch.zeros_like(x)

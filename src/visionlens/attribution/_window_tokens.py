@@ -1,4 +1,4 @@
-"""Incremental occlusion through window-attention transformers (timm's Swin).
+"""Incremental occlusion through window-attention transformers (Swin, from timm or torchvision).
 
 An occluding window changes only the tokens whose patch it touches at the patch embedding,
 and a Swin block mixes tokens only inside its attention windows (shifted or not): the block's
@@ -17,6 +17,7 @@ compares the first batches with whole copies, as it does for the convolutional p
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -38,20 +39,74 @@ class _Step:
     grid: tuple[int, int]  # the output's token grid
     index: torch.Tensor | None = None  # block: (nW, area) flat token positions of each window
     mask: torch.Tensor | None = None  # block: (nW, area, area) additive attention mask, or None
+    attend: Callable[[Any, torch.Tensor, torch.Tensor | None], torch.Tensor] | None = None
 
 
-def _swin_classes() -> tuple[type, type, type] | None:
+def _kinds() -> dict[type, tuple[str, str]]:
+    """Module classes the plan knows, as (kind, library)."""
+    kinds: dict[type, tuple[str, str]] = {}
     try:
         from timm.layers import PatchEmbed
-        from timm.models.swin_transformer import PatchMerging, SwinTransformerBlock
+        from timm.models import swin_transformer as ts
+
+        kinds |= {PatchEmbed: ("embed", "timm"), ts.SwinTransformerBlock: ("block", "timm")}
+        kinds[ts.PatchMerging] = ("merge", "timm")
     except ImportError:  # pragma: no cover - timm is a dependency
+        pass
+    from torchvision.models import swin_transformer as tv
+
+    kinds |= {tv.SwinTransformerBlock: ("block", "torchvision"), tv.PatchMerging: ("merge", "torchvision")}
+    return kinds
+
+
+def _patch_size(m: nn.Module, lib: str) -> int | None:
+    """The patch side of a patch embedding whose tokens each read one patch alone (a
+    convolution with kernel = stride and no padding, then per-token layers), else None."""
+    if lib == "timm":
+        conv, fmt = getattr(m, "proj", None), str(getattr(m, "output_fmt", ""))
+        if "NHWC" not in fmt:
+            return None
+    else:  # torchvision's stem: Sequential(Conv2d, Permute, LayerNorm)
+        from torchvision.ops.misc import Permute
+
+        kids = list(m.children())
+        if not kids or not all(isinstance(k, (Permute, nn.LayerNorm)) for k in kids[1:]):
+            return None
+        conv = kids[0]
+    if not isinstance(conv, nn.Conv2d) or conv.kernel_size != conv.stride or conv.padding != (0, 0):
         return None
-    return PatchEmbed, SwinTransformerBlock, PatchMerging
+    return int(conv.stride[0]) if conv.stride[0] == conv.stride[1] else None
+
+
+def _window_geometry(m: Any, lib: str, grid: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
+    """A block's attention window size and cyclic shift on a map of `grid` tokens."""
+    if lib == "timm":
+        return (int(m.window_size[0]), int(m.window_size[1])), (int(m.shift_size[0]), int(m.shift_size[1]))
+    size = (int(m.attn.window_size[0]), int(m.attn.window_size[1]))
+    # torchvision does not shift along an axis one window covers
+    shift = tuple(0 if size[i] >= grid[i] else int(m.attn.shift_size[i]) for i in (0, 1))
+    return size, (shift[0], shift[1])
+
+
+def _shift_mask(grid: tuple[int, int], size: tuple[int, int], shift: tuple[int, int]) -> torch.Tensor:
+    """(nW, area, area) additive mask of shifted-window attention: -100 between tokens that
+    the cyclic shift brought together from different regions of the map, as Swin masks them."""
+    region = torch.zeros(grid)
+    count = 0
+    for h0, h1 in ((0, -size[0]), (-size[0], -shift[0]), (-shift[0], None)):
+        for w0, w1 in ((0, -size[1]), (-size[1], -shift[1]), (-shift[1], None)):
+            region[h0:h1, w0:w1] = count
+            count += 1
+    area = size[0] * size[1]
+    win = region.view(grid[0] // size[0], size[0], grid[1] // size[1], size[1]).permute(0, 2, 1, 3)
+    win = win.reshape(-1, area)
+    diff = win[:, None, :] - win[:, :, None]
+    return torch.where(diff != 0, -100.0, 0.0)
 
 
 def _window_index(grid: tuple[int, int], size: tuple[int, int], shift: tuple[int, int]) -> torch.Tensor:
     """(nW, area) flat positions in the unshifted map of the tokens of each attention window,
-    in the order timm partitions the cyclically shifted map."""
+    in the order Swin partitions the cyclically shifted map."""
     (h, w), (wh, ww), (sh, sw) = grid, size, shift
     rows = (torch.arange(h) + sh) % h
     cols = (torch.arange(w) + sw) % w
@@ -59,7 +114,7 @@ def _window_index(grid: tuple[int, int], size: tuple[int, int], shift: tuple[int
     return flat.view(h // wh, wh, w // ww, ww).permute(0, 2, 1, 3).reshape(-1, wh * ww)
 
 
-def _attention(attn: Any, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+def _timm_attention(attn: Any, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """timm's WindowAttention on windows (P, area, C), each with its own additive mask."""
     p, n, c = x.shape
     q, k, v = attn.qkv(x).reshape(p, n, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
@@ -73,10 +128,22 @@ def _attention(attn: Any, x: torch.Tensor, mask: torch.Tensor | None) -> torch.T
     return attn.proj(x.transpose(1, 2).reshape(p, n, -1))
 
 
+def _torchvision_attention(attn: Any, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """torchvision's ShiftedWindowAttention on windows (P, area, C), each with its own mask."""
+    p, n, c = x.shape
+    heads = attn.num_heads
+    q, k, v = attn.qkv(x).reshape(p, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4).unbind(0)
+    a = (q * (c // heads) ** -0.5) @ k.transpose(-2, -1) + attn.get_relative_position_bias()
+    if mask is not None:
+        a = a + mask[:, None]
+    return attn.proj((a.softmax(-1) @ v).transpose(1, 2).reshape(p, n, c))
+
+
 def _block_on_windows(step: _Step, x: torch.Tensor, win: torch.Tensor) -> torch.Tensor:
     """The block's output on windows x (P, area, C) whose window numbers are `win`."""
-    b: Any = step.module  # timm's SwinTransformerBlock
-    y = x + _attention(b.attn, b.norm1(x), None if step.mask is None else step.mask[win])
+    b: Any = step.module  # a Swin block, in eval mode: its stochastic depth is the identity
+    assert step.attend is not None
+    y = x + step.attend(b.attn, b.norm1(x), None if step.mask is None else step.mask[win])
     return y + b.mlp(b.norm2(y))
 
 
@@ -95,26 +162,19 @@ class WindowPlan:
     def make(cls, net: nn.Module, tr: Trace, x1: torch.Tensor, wins: torch.Tensor) -> WindowPlan | None:
         """The plan for `net` (an inference copy) and occluding windows `wins` (N, 4), or
         None when the network is not a Swin or no block pays."""
-        classes = _swin_classes()
-        if classes is None:
-            return None
-        embed_cls, block_cls, merge_cls = classes
+        known = _kinds()
         modules = dict(net.named_modules())
-        kinds = {embed_cls: "embed", block_cls: "block", merge_cls: "merge"}
-        names = [n for n in tr.order if n and type(modules[n]) in kinds and tr.calls.get(n) == 1]
-        if not names or type(modules[names[0]]) is not embed_cls:
+        names = [n for n in tr.order if n and type(modules[n]) in known and tr.calls.get(n) == 1]
+        if not names:
             return None
-        embed = modules[names[0]]
-        proj = getattr(embed, "proj", None)
-        fmt = str(getattr(embed, "output_fmt", ""))
-        if (
-            not isinstance(proj, nn.Conv2d)
-            or proj.kernel_size != proj.stride
-            or proj.padding != (0, 0)
-            or "NHWC" not in fmt
-            or x1.shape[-2] % proj.stride[0]
-            or x1.shape[-1] % proj.stride[1]
-        ):
+        lib = known[type(modules[names[0]])][1]
+        # the patch embedding: timm's PatchEmbed, or the module that feeds torchvision's first block
+        if known[type(modules[names[0]])][0] != "embed":
+            if lib != "torchvision" or "features.0" not in modules:
+                return None
+            names.insert(0, "features.0")
+        patch = _patch_size(modules[names[0]], lib)
+        if patch is None or x1.shape[-2] % patch or x1.shape[-1] % patch:
             return None
         ins, outs = _record(net, x1, [modules[n] for n in names])
         steps: list[_Step] = []
@@ -123,17 +183,18 @@ class WindowPlan:
             if out is None or out.dim() != 4 or (i and (ins[i] is None or not torch.equal(ins[i], outs[i - 1]))):
                 break  # not a chain of NHWC maps, each step reading the last one's output
             grid = (int(out.shape[1]), int(out.shape[2]))
-            step = _Step(n, kinds[type(m)], m, grid)
-            if step.kind == "merge" and (ins[i].shape[1] % 2 or ins[i].shape[2] % 2):
+            kind = "embed" if i == 0 else known[type(m)][0]
+            step = _Step(n, kind, m, grid)
+            if kind == "merge" and (ins[i].shape[1] % 2 or ins[i].shape[2] % 2):
                 break
-            if step.kind == "block":
-                size, shift = tuple(m.window_size), tuple(m.shift_size)
+            if kind == "block":
+                size, shift = _window_geometry(m, lib, grid)
                 if grid[0] % size[0] or grid[1] % size[1]:
                     break
                 step.index = _window_index(grid, size, shift).to(x1.device)
+                step.attend = _timm_attention if lib == "timm" else _torchvision_attention
                 if any(shift):
-                    mask = m.attn_mask if m.attn_mask is not None else m.get_attn_mask(out[:, :, :, :1])
-                    step.mask = mask.to(out.dtype)
+                    step.mask = _shift_mask(grid, size, shift).to(out.device, out.dtype)
                 if not _reproduces(step, ins[i], out):
                     break
             steps.append(step)
