@@ -5,8 +5,9 @@ The map is exact and fast: copies run in batches (windows of several images shar
 through an inference copy of the network (BatchNorm folded, channels-last), and where the
 first layers allow it only the region each window can change (its receptive-field cone) is
 re-run, block by block, the rest coming from one pass over the clean image (as in Krypton,
-Nakandala et al. 2019). Which of the two runs is decided on the first batches: the
-incremental one is kept only if it gives the same scores as whole copies and is faster.
+Nakandala et al. 2019); on a Swin transformer, only the attention windows each occluding
+window changes. Which of the two runs is decided on the first batches: the incremental one
+is kept only if it gives the same scores as whole copies and is faster.
 
 `approximate=True` refines coarse to fine instead: every second window along each axis is
 measured and the others estimated from them; then, round by round, the windows that cover
