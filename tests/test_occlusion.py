@@ -118,7 +118,8 @@ def _torchvision_swin() -> Model:
 
 
 @pytest.mark.parametrize(
-    "lib, shifted", [("timm", ("layers.0.blocks.1", "layers.1.downsample")), ("torchvision", ("features.1.1", "features.2"))]
+    "lib, shifted",
+    [("timm", ("layers.0.blocks.1", "layers.1.downsample")), ("torchvision", ("features.1.1", "features.2"))],
 )
 def test_swin_blocks_recompute_only_the_attention_windows_a_window_changes(lib: str, shifted: tuple[str, str]) -> None:
     """Windows that straddle token and attention-window borders, two images in one batch: the
@@ -201,16 +202,21 @@ def test_only_stages_that_chain_their_children_are_cut_inside() -> None:
         assert engine_module._chains(net, tr, x, parents) == chained
 
 
-@pytest.mark.parametrize("name", ["lite0", "swin_tiny"])
-def test_incremental_mode_is_exact_and_reported(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+@pytest.mark.parametrize(
+    "name, stride, side", [("lite0", 4, 15), pytest.param("swin_tiny", 6, 11, marks=pytest.mark.slow)]
+)
+def test_incremental_mode_is_exact_and_reported(
+    monkeypatch: pytest.MonkeyPatch, name: str, stride: int, side: int
+) -> None:
     monkeypatch.setattr(occ, "_PLAN_FROM", 0)
     monkeypatch.setattr(engine_module, "_MIN_SAVING", 0.0)  # a tiny image: any plan, however little it saves
     model = MATRIX[name]()
     x = torch.cat([_image(2), _image(3)])
     stats: dict = {}
-    fast, _ = vl.occlusion_windows(model, x, 3, window=8, stride=4, baseline="blur", batch_size=16, stats=stats)
-    slow, _ = vl.occlusion_windows(model, x, 3, window=8, stride=4, baseline="blur", incremental=False)
-    assert stats["cuts"] and stats["windows"] == 2 * 15 * 15 and stats["forwards"] == 2 * 15 * 15
+    kw = {"window": 8, "stride": stride, "baseline": "blur"}
+    fast, _ = vl.occlusion_windows(model, x, 3, batch_size=16, stats=stats, **kw)
+    slow, _ = vl.occlusion_windows(model, x, 3, incremental=False, **kw)
+    assert stats["cuts"] and stats["windows"] == 2 * side * side and stats["forwards"] == 2 * side * side
     assert "exact" in stats["why"] or "faster" in stats["why"]
     assert (fast - slow).abs().max() <= 1e-4 * float(slow.abs().max())
 

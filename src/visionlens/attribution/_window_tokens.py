@@ -156,6 +156,7 @@ class WindowPlan:
 
     @property
     def names(self) -> list[str]:
+        """The steps' module names, in the order they run."""
         return [s.name for s in self.steps]
 
     @classmethod
