@@ -117,15 +117,34 @@ def _torchvision_swin() -> Model:
     return archs._model(make, "swin_torchvision")
 
 
+def _swin_v2() -> Model:
+    """timm's Swin V2, small; its post-attention norms start at zero (each block the
+    identity), so they get random weights here."""
+
+    def make() -> nn.Module:
+        net = timm.create_model("swinv2_tiny_window8_256", img_size=archs.SIZE, window_size=2, num_classes=10)
+        with torch.no_grad():
+            for name, m in net.named_modules():
+                if name.endswith(("norm1", "norm2")) and isinstance(m, nn.LayerNorm):
+                    m.weight.uniform_(0.5, 1.5)
+        return net
+
+    return archs._model(make, "swinv2_tiny")
+
+
 @pytest.mark.parametrize(
     "lib, shifted",
-    [("timm", ("layers.0.blocks.1", "layers.1.downsample")), ("torchvision", ("features.1.1", "features.2"))],
+    [
+        ("timm", ("layers.0.blocks.1", "layers.1.downsample")),
+        ("timm-v2", ("layers.0.blocks.1", "layers.1.downsample")),
+        ("torchvision", ("features.1.1", "features.2")),
+    ],
 )
 def test_swin_blocks_recompute_only_the_attention_windows_a_window_changes(lib: str, shifted: tuple[str, str]) -> None:
     """Windows that straddle token and attention-window borders, two images in one batch: the
     plan's scores equal whole copies', through shifted blocks (their cyclic shift and mask)
-    and patch merging, for timm's Swin and torchvision's."""
-    model = MATRIX["swin_tiny"]() if lib == "timm" else _torchvision_swin()
+    and patch merging, for timm's Swin (V1 and V2) and torchvision's."""
+    model = {"timm": MATRIX["swin_tiny"], "timm-v2": _swin_v2, "torchvision": _torchvision_swin}[lib]()
     x = torch.cat([_image(7), _image(8)])
     engine = Engine(model.net, x[:1], 12, 4, min_saving=0.0)
     assert engine.windows is not None and engine.segments == []

@@ -1,4 +1,5 @@
-"""Incremental occlusion through window-attention transformers (Swin, from timm or torchvision).
+"""Incremental occlusion through window-attention transformers (Swin V1 and V2 from timm, Swin
+from torchvision).
 
 An occluding window changes only the tokens whose patch it touches at the patch embedding,
 and a Swin block mixes tokens only inside its attention windows (shifted or not): the block's
@@ -40,6 +41,7 @@ class _Step:
     index: torch.Tensor | None = None  # block: (nW, area) flat token positions of each window
     mask: torch.Tensor | None = None  # block: (nW, area, area) additive attention mask, or None
     attend: Callable[[Any, torch.Tensor, torch.Tensor | None], torch.Tensor] | None = None
+    post_norm: bool = False  # Swin V2: x + norm(attention(x)), not x + attention(norm(x))
 
 
 def _kinds() -> dict[type, tuple[str, str]]:
@@ -48,9 +50,11 @@ def _kinds() -> dict[type, tuple[str, str]]:
     try:
         from timm.layers import PatchEmbed
         from timm.models import swin_transformer as ts
+        from timm.models import swin_transformer_v2 as t2
 
         kinds |= {PatchEmbed: ("embed", "timm"), ts.SwinTransformerBlock: ("block", "timm")}
-        kinds[ts.PatchMerging] = ("merge", "timm")
+        kinds |= {ts.PatchMerging: ("merge", "timm"), t2.PatchMerging: ("merge", "timm")}
+        kinds[t2.SwinTransformerV2Block] = ("block", "timm-v2")  # normalizes after attention and MLP
     except ImportError:  # pragma: no cover - timm is a dependency
         pass
     from torchvision.models import swin_transformer as tv
@@ -115,17 +119,9 @@ def _window_index(grid: tuple[int, int], size: tuple[int, int], shift: tuple[int
 
 
 def _timm_attention(attn: Any, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """timm's WindowAttention on windows (P, area, C), each with its own additive mask."""
-    p, n, c = x.shape
-    q, k, v = attn.qkv(x).reshape(p, n, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
-    bias = attn._get_rel_pos_bias()
-    if mask is not None:
-        bias = bias + mask[:, None]
-    if attn.fused_attn:
-        x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.expand(p, -1, -1, -1), scale=attn.scale)
-    else:
-        x = ((q * attn.scale) @ k.transpose(-2, -1) + bias).softmax(-1) @ v
-    return attn.proj(x.transpose(1, 2).reshape(p, n, -1))
+    """timm's own WindowAttention (Swin V1 or V2) on windows (P, area, C), each with its own
+    mask: given P windows and P masks it reads them as one image of P windows."""
+    return attn(x, mask=mask)
 
 
 def _torchvision_attention(attn: Any, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -143,7 +139,11 @@ def _block_on_windows(step: _Step, x: torch.Tensor, win: torch.Tensor) -> torch.
     """The block's output on windows x (P, area, C) whose window numbers are `win`."""
     b: Any = step.module  # a Swin block, in eval mode: its stochastic depth is the identity
     assert step.attend is not None
-    y = x + step.attend(b.attn, b.norm1(x), None if step.mask is None else step.mask[win])
+    mask = None if step.mask is None else step.mask[win]
+    if step.post_norm:
+        y = x + b.norm1(step.attend(b.attn, x, mask))
+        return y + b.norm2(b.mlp(y))
+    y = x + step.attend(b.attn, b.norm1(x), mask)
     return y + b.mlp(b.norm2(y))
 
 
@@ -168,7 +168,7 @@ class WindowPlan:
         names = [n for n in tr.order if n and type(modules[n]) in known and tr.calls.get(n) == 1]
         if not names:
             return None
-        lib = known[type(modules[names[0]])][1]
+        lib = known[type(modules[names[0]])][1].removesuffix("-v2")
         # the patch embedding: timm's PatchEmbed, or the module that feeds torchvision's first block
         if known[type(modules[names[0]])][0] != "embed":
             if lib != "torchvision" or "features.0" not in modules:
@@ -194,12 +194,16 @@ class WindowPlan:
                     break
                 step.index = _window_index(grid, size, shift).to(x1.device)
                 step.attend = _timm_attention if lib == "timm" else _torchvision_attention
+                step.post_norm = known[type(m)][1] == "timm-v2"
                 if any(shift):
                     step.mask = _shift_mask(grid, size, shift).to(out.device, out.dtype)
                 if not _reproduces(step, ins[i], out):
                     break
             steps.append(step)
-        # keep blocks while the windows they recompute are few; end on a block
+        # keep blocks while the windows they recompute are few (judged on at most 1024 of the
+        # windows, evenly spread: their masks are a bool per token each); end on a block
+        if len(wins) > 1024:
+            wins = wins[torch.linspace(0, len(wins) - 1, 1024).round().long()]
         changed = _token_masks(steps[:1], wins, x1.shape[-2:])
         keep, shares = 0, []
         for i, step in enumerate(steps[1:], 1):
