@@ -133,3 +133,26 @@ def test_a_pruned_block_that_changes_the_output_is_put_back() -> None:
     net.blocks[-1].attn.attn_drop = _Double()
     fast = inference_copy(net, torch.randn(1, 3, archs.SIZE, archs.SIZE))
     assert "forward" not in fast.blocks[-1].__dict__
+
+
+class _Features(nn.Module):
+    """A network around a ViT that reads every token of its last block (a dense head)."""
+
+    def __init__(self, vit: nn.Module) -> None:
+        super().__init__()
+        self.vit = vit
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.vit.forward_features(x)[:, 1:].mean(1)
+
+
+def test_a_vit_inside_another_network_is_pruned_only_where_its_other_tokens_go_unread() -> None:
+    vit = archs.MATRIX["vit_small"]().net
+    x = torch.randn(2, 3, archs.SIZE, archs.SIZE)
+    wrapped = inference_copy(nn.Sequential(vit, nn.Softmax(-1)), x[:1])  # reads the logits alone
+    assert "forward" in vars(wrapped[0].blocks[-1])
+    dense = _Features(vit).eval()
+    fast = inference_copy(dense, x[:1])  # pruned, its forward fails: the block is put back
+    assert "forward" not in vars(fast.vit.blocks[-1])
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), dense(x), rtol=1e-4, atol=1e-6)

@@ -55,28 +55,31 @@ def fold_batchnorms(net: nn.Module, tr: Trace) -> None:
             modules[name].forward = _identity
 
 
-def prune_last_block(net: nn.Module) -> bool:
-    """On a timm ViT whose head reads only the prefix tokens (class token, distillation token;
-    `global_pool="token"`), make its last block compute only those tokens' outputs: every
-    token's keys and values are still needed, but not the other tokens' queries, attention
-    rows, projection and MLP (on ViT-S/16 at 224 px, 85% of the last block, 7% of a pass).
-    The block then returns (B, prefix, C). Returns whether the block was changed; the caller
-    checks the network's output against the unpruned copy."""
+def prune_last_block(net: nn.Module) -> list[nn.Module]:
+    """On each timm ViT in `net` (itself or a submodule) whose head reads only the prefix
+    tokens (class token, distillation token; `global_pool="token"`), make its last block
+    compute only those tokens' outputs: every token's keys and values are still needed, but not
+    the other tokens' queries, attention rows, projection and MLP (on ViT-S/16 at 224 px, 85%
+    of the last block, 7% of a pass). The block then returns (B, prefix, C). Returns the blocks
+    changed (`del block.forward` undoes it); the caller checks the network's output."""
     try:
         from timm.layers import Attention
         from timm.models.vision_transformer import Block, VisionTransformer
     except ImportError:  # pragma: no cover - timm is a dependency
-        return False
-    if not isinstance(net, VisionTransformer) or getattr(net, "attn_pool", None) is not None:
-        return False
-    blocks = getattr(net, "blocks", None)
-    if net.global_pool != "token" or not isinstance(blocks, nn.Sequential) or not len(blocks):
-        return False
-    block, keep = blocks[-1], int(getattr(net, "num_prefix_tokens", 1))
-    if type(block) is not Block or type(block.attn) is not Attention or keep < 1:
-        return False
-    block.forward = partial(_prefix_block, block, keep, block.forward)  # type: ignore[method-assign]
-    return True
+        return []
+    pruned: list[nn.Module] = []
+    for vit in net.modules():
+        if not isinstance(vit, VisionTransformer) or getattr(vit, "attn_pool", None) is not None:
+            continue
+        blocks = getattr(vit, "blocks", None)
+        if vit.global_pool != "token" or not isinstance(blocks, nn.Sequential) or not len(blocks):
+            continue
+        block, keep = blocks[-1], int(getattr(vit, "num_prefix_tokens", 1))
+        if type(block) is not Block or type(block.attn) is not Attention or keep < 1 or "forward" in vars(block):
+            continue
+        block.forward = partial(_prefix_block, block, keep, block.forward)  # type: ignore[method-assign]
+        pruned.append(block)
+    return pruned
 
 
 def _prefix_block(
@@ -164,21 +167,27 @@ def inference_copy(net: nn.Module, x1: torch.Tensor, fold: bool = True) -> nn.Mo
 
 def _prune_checked(fast: nn.Module, x1: torch.Tensor) -> None:
     """`prune_last_block(fast)`, kept only if the output stays within float rounding (1e-5 of
-    its largest value) of the unpruned copy's on `x1`."""
-    before = fast(x1)
-    if not prune_last_block(fast):
+    its largest value) of the unpruned copy's on `x1` (a network that reads the other tokens
+    of a pruned block gets it back)."""
+    pruned = prune_last_block(fast)
+    if not pruned:
         return
-    la, lb = tree_leaves(fast(x1)), tree_leaves(before)
-    ok = len(la) == len(lb) and all(
-        isinstance(u, torch.Tensor)
-        and isinstance(v, torch.Tensor)
-        and u.shape == v.shape
-        and torch.allclose(u, v, rtol=1e-4, atol=1e-5 * float(v.abs().max()) + 1e-7)
-        for u, v in zip(la, lb, strict=True)
-        if isinstance(u, torch.Tensor) or isinstance(v, torch.Tensor)
-    )
-    if not ok:
-        del fast.blocks[-1].forward  # type: ignore[index, union-attr]
+    try:
+        after: list[Any] | None = tree_leaves(fast(x1))
+    except Exception:  # noqa: BLE001 - the network reads what the pruned block no longer returns
+        after = None
+    for b in pruned:
+        del b.forward
+    before = tree_leaves(fast(x1))
+    if after is not None and len(after) == len(before):
+        pairs = [(u, v) for u, v in zip(after, before, strict=True) if isinstance(v, torch.Tensor)]
+        if all(
+            isinstance(u, torch.Tensor)
+            and u.shape == v.shape
+            and torch.allclose(u, v, rtol=1e-4, atol=1e-5 * float(v.abs().max()) + 1e-7)
+            for u, v in pairs
+        ):
+            prune_last_block(fast)
 
 
 def _frozen_copy(net: nn.Module) -> nn.Module:
