@@ -200,6 +200,7 @@ def test_a_plan_is_tried_only_where_it_can_pay() -> None:
     ).eval()
     engine = Engine(wide, x, 16, 8, min_saving=0.5)  # the stem's share of a timed pass: noisy, never half
     assert engine.segments == [] and engine.saving < 0.5
+    assert engine.no_plan.startswith("the plan would save") and engine.no_plan.endswith("under 50%")
     resnet = Engine(torchvision.models.resnet18(num_classes=10).eval(), x, 16, 8)
     assert resnet.segments and resnet.saving >= 0.05
     convnext = Engine(timm.create_model("convnext_atto", num_classes=10).eval(), x, 16, 8, min_saving=0.0)
@@ -238,6 +239,17 @@ def test_incremental_mode_is_exact_and_reported(
     assert stats["cuts"] and stats["windows"] == 2 * side * side and stats["forwards"] == 2 * side * side
     assert "exact" in stats["why"] or "faster" in stats["why"]
     assert (fast - slow).abs().max() <= 1e-4 * float(slow.abs().max())
+
+
+def test_why_there_is_no_plan_is_reported() -> None:
+    """A ViT: attention mixes every token from the first block on, so no layer keeps a
+    window's change local; a few windows: not worth planning."""
+    vit = MATRIX["vit_small"]()
+    stats: dict = {}
+    vl.occlusion_windows(vit, _image(), 0, window=8, stride=4, stats=stats)  # 225 windows
+    assert stats["mode"] == "whole copies" and stats["why"] == "no plan: no layer where a window's change stays local"
+    vl.occlusion_windows(vit, _image(), 0, window=16, stride=16, stats=stats)  # 16 windows
+    assert stats["why"] == "no plan: fewer than 160 windows, too few to repay planning"
 
 
 def test_windows_of_several_images_share_batches() -> None:

@@ -248,6 +248,7 @@ class Engine:
             too little); a network has one plan or the other.
         cuts: the layers either plan recomputes up to (empty: whole copies only).
         saving: the fraction of a whole pass the plan was predicted to save.
+        no_plan: why there is no plan ("" when there is one).
         batch_size: copies per forward pass, from the network's activation memory and the
             device (on a CPU 16 with a convolutional plan, 8 otherwise).
         whole_batch_size: the batch size for whole copies alone.
@@ -279,7 +280,13 @@ class Engine:
         if self.windows:
             self.saving = self.windows.saving
         # cuts that come too early: trying them would cost more than they save
-        if self.saving < (_MIN_SAVING if min_saving is None else min_saving):
+        least = _MIN_SAVING if min_saving is None else min_saving
+        # why there is no plan, for the caller to report
+        self.no_plan = "" if self.segments or self.windows else "no layer where a window's change stays local"
+        if not incremental:
+            self.no_plan = "not planned"
+        if self.saving < least and not self.no_plan:
+            self.no_plan = f"the plan would save {self.saving:.0%} of a pass, under {least:.0%}"
             self.segments, self.windows = [], None
         largest = sorted((_numel(s) for s in self.tr.shapes.values()), reverse=True)[:3]
         fits = max(1, _MEMORY // max(1, 4 * sum(largest)))

@@ -92,7 +92,9 @@ class _Scorer:
     def __init__(self, engine: Engine, x: torch.Tensor, base: torch.Tensor, bound: BoundTarget, incremental: bool):
         self.engine, self.x, self.base, self.bound = engine, x, base, bound
         self.mode = "incremental" if incremental and engine.cuts else "whole copies"
-        self.why = "" if engine.cuts else "no plan: too few windows, or no cut early enough to save 5% of a pass"
+        self.why = "" if engine.cuts else f"no plan: {engine.no_plan}"
+        if engine.no_plan == "not planned":
+            self.why = f"no plan: fewer than {_PLAN_FROM} windows, too few to repay planning"
         if not incremental:
             self.why = "incremental=False"
         elif engine.cuts and engine.verdict is not None:
