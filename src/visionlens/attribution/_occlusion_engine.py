@@ -293,9 +293,8 @@ class Engine:
         cpu = x1.device.type == "cpu"
         self.whole_batch_size = int(min(_CPU_BATCH_WHOLE if cpu else _MAX_BATCH, fits))
         self.batch_size = self.whole_batch_size
-        if (
-            self.segments
-        ):  # a Swin's plan runs most of each copy whole: 8 suits it (89-93 ms a copy against 94-95 at 16)
+        # a Swin's window plan runs most of each copy whole, and 8 suits it (89-93 ms a copy, 94-95 at 16)
+        if self.segments:
             self.batch_size = int(min(_CPU_BATCH_INCREMENTAL if cpu else _MAX_BATCH, fits))
         self.profile: dict[str, float] = {}
         self.trials = 0  # batches run both ways so far (the caller's bookkeeping)
