@@ -1,12 +1,15 @@
 """Running a network partly: up to a layer (`forward_until`), on from a layer's output
 (`resume_from`), and one dry run that records every module's call order and output shape
-(`trace`)."""
+(`trace`); what named modules read and returned on one pass (`record_io`), and how long a pass
+takes between them (`stage_seconds`)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
@@ -87,6 +90,60 @@ def trace(net: nn.Module, x: torch.Tensor) -> Trace:
         for h in handles:
             h.remove()
     return t
+
+
+def record_io(net: nn.Module, x: torch.Tensor, names: list[str]) -> dict[str, tuple[Any, Any]]:
+    """Each named module's input (when it takes one tensor, else None) and output (when a
+    tensor, else None) on one pass over `x`, in inference mode. Copies: an inplace activation
+    later in the pass would change what the hooks saw."""
+    modules = dict(net.named_modules())
+    seen: dict[str, list[Any]] = {n: [None, None] for n in names}
+
+    def pre(m: nn.Module, args: Any, name: str) -> None:
+        if len(args) == 1 and isinstance(args[0], torch.Tensor):
+            seen[name][0] = args[0].clone()
+
+    def post(m: nn.Module, args: Any, out: Any, name: str) -> None:
+        if isinstance(out, torch.Tensor):
+            seen[name][1] = out.clone()
+
+    hooks = [modules[n].register_forward_pre_hook(partial(pre, name=n)) for n in names]
+    hooks += [modules[n].register_forward_hook(partial(post, name=n)) for n in names]
+    try:
+        with torch.inference_mode():
+            net(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return {n: (a, b) for n, (a, b) in seen.items()}
+
+
+def stage_seconds(net: nn.Module, x: torch.Tensor, names: list[str], passes: int = 3) -> list[float]:
+    """Seconds of a forward pass over `x` up to the end of the first named module, between the
+    ends of consecutive ones, and from the last to the pass's end (len(names) + 1 values): each
+    the least over `passes` timed passes after a warm one (a pause of the process lands on one
+    stage of one pass, and would otherwise read as that stage's cost)."""
+    modules = dict(net.named_modules())
+    ends: dict[str, float] = {}
+
+    def stamp(m: nn.Module, i: Any, o: Any, name: str) -> None:
+        ends.setdefault(name, time.perf_counter())
+
+    hooks = [modules[n].register_forward_hook(partial(stamp, name=n)) for n in names]
+    spans: list[list[float]] = []
+    try:
+        with torch.inference_mode():
+            net(x)  # warm
+            for _ in range(passes):
+                ends.clear()
+                t0 = time.perf_counter()
+                net(x)
+                stamps = [t0, *(ends[n] for n in names), time.perf_counter()]
+                spans.append([b - a for a, b in zip(stamps[:-1], stamps[1:], strict=True)])
+    finally:
+        for h in hooks:
+            h.remove()
+    return [min(col) for col in zip(*spans, strict=True)]
 
 
 @contextmanager

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import torch
 from torch import nn
 
 from ..fields import ReceptiveField, each_receptive_field
-from ..tracing import Trace, forward_until, resume_from, trace
+from ..tracing import Trace, forward_until, record_io, resume_from, stage_seconds, trace
 from ._fast import FastForward
 from ._window_tokens import WindowPlan
 
@@ -98,29 +97,12 @@ def _chains(net: nn.Module, tr: Trace, x1: torch.Tensor, parents: set[str]) -> s
     one input `x1`: a cut between two such children is as exact as one inside nn.Sequential.
     A block with a shortcut or a concatenation is not one."""
     modules = dict(net.named_modules())
-    inputs: dict[str, torch.Tensor] = {}
-    seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    # copies: an inplace activation later in the pass would change what the hooks saw
-    def keep_input(m: nn.Module, args: Any, name: str) -> None:
-        if len(args) == 1 and isinstance(args[0], torch.Tensor):
-            inputs[name] = args[0].clone()
-
-    def keep(m: nn.Module, args: Any, out: Any, name: str) -> None:
-        if name in inputs and isinstance(out, torch.Tensor):
-            seen[name] = (inputs[name], out.clone())
-
-    hooks = [modules[p].register_forward_pre_hook(partial(keep_input, name=p)) for p in parents]
-    hooks += [modules[p].register_forward_hook(partial(keep, name=p)) for p in parents]
-    try:
-        with torch.inference_mode():
-            net(x1.contiguous(memory_format=torch.channels_last))
-    finally:
-        for h in hooks:
-            h.remove()
+    seen = record_io(net, x1.contiguous(memory_format=torch.channels_last), sorted(parents))
     ok = set()
     with torch.inference_mode():
         for p, (y, out) in seen.items():
+            if y is None or out is None:
+                continue
             kids = [f"{p}.{n}" for n, _ in modules[p].named_children() if f"{p}.{n}" in tr.calls]
             if not kids or any(tr.calls[k] != 1 for k in kids):
                 continue
@@ -426,29 +408,8 @@ def all_windows(hw: tuple[int, int], window: int, stride: int) -> torch.Tensor:
 def _predicted_saving(net: nn.Module, x1: torch.Tensor, segments: list[_Segment]) -> float:
     """The fraction of a whole pass the plan saves, predicted from timed passes over `x1`:
     each segment's share of the pass times the share of its input map a window leaves
-    alone. Each stage's time is its least over three passes (a pause of the process lands on
-    one stage of one pass, and would otherwise read as that stage's cost)."""
-    modules = dict(net.named_modules())
-    ends: dict[str, float] = {}
-
-    def stamp(m: nn.Module, i: Any, o: Any, name: str) -> None:
-        ends.setdefault(name, time.perf_counter())
-
-    hooks = [modules[seg.b].register_forward_hook(partial(stamp, name=seg.b)) for seg in segments]
-    spans: list[list[float]] = []  # per pass: each segment's seconds, then the rest's
-    try:
-        with torch.inference_mode():
-            net(x1.contiguous(memory_format=torch.channels_last))  # warm
-            for _ in range(3):
-                ends.clear()
-                t0 = time.perf_counter()
-                net(x1.contiguous(memory_format=torch.channels_last))
-                stamps = [t0, *(ends[seg.b] for seg in segments), time.perf_counter()]
-                spans.append([b - a for a, b in zip(stamps[:-1], stamps[1:], strict=True)])
-    finally:
-        for h in hooks:
-            h.remove()
-    least = [min(col) for col in zip(*spans, strict=True)]
+    alone."""
+    least = stage_seconds(net, x1.contiguous(memory_format=torch.channels_last), [seg.b for seg in segments])
     kept = [seg.crop[0] * seg.crop[1] / (seg.size_a[0] * seg.size_a[1]) for seg in segments]
     return sum(t * (1 - k) for t, k in zip(least, kept, strict=False)) / max(sum(least), 1e-9)
 

@@ -20,14 +20,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..tracing import Trace, resume_from
+from ..tracing import Trace, record_io, resume_from, stage_seconds
 
 _FRAC = 0.8  # stop once a window's changed attention windows exceed this share of a map
 
@@ -177,7 +176,8 @@ class WindowPlan:
         patch = _patch_size(modules[names[0]], lib)
         if patch is None or x1.shape[-2] % patch or x1.shape[-1] % patch:
             return None
-        ins, outs = _record(net, x1, [modules[n] for n in names])
+        seen = record_io(net, x1, names)
+        ins, outs = [seen[n][0] for n in names], [seen[n][1] for n in names]
         steps: list[_Step] = []
         for i, n in enumerate(names):
             m, out = modules[n], outs[i]
@@ -265,30 +265,6 @@ class WindowPlan:
         return out
 
 
-def _record(net: nn.Module, x1: torch.Tensor, mods: list[nn.Module]) -> tuple[list[Any], list[Any]]:
-    """Each module's (single tensor) input and output on one clean pass (copies)."""
-    ins: list[Any] = [None] * len(mods)
-    outs: list[Any] = [None] * len(mods)
-
-    def pre(m: nn.Module, args: Any, i: int) -> None:
-        if len(args) == 1 and isinstance(args[0], torch.Tensor):
-            ins[i] = args[0].clone()
-
-    def post(m: nn.Module, args: Any, out: Any, i: int) -> None:
-        if isinstance(out, torch.Tensor):
-            outs[i] = out.clone()
-
-    hooks = [m.register_forward_pre_hook(partial(pre, i=i)) for i, m in enumerate(mods)]
-    hooks += [m.register_forward_hook(partial(post, i=i)) for i, m in enumerate(mods)]
-    try:
-        with torch.inference_mode():
-            net(x1)
-    finally:
-        for hk in hooks:
-            hk.remove()
-    return ins, outs
-
-
 def _reproduces(step: _Step, x: torch.Tensor, out: torch.Tensor) -> bool:
     """Whether recomputing every window of the block gives its output on `x` (1, H, W, C)."""
     assert step.index is not None
@@ -333,26 +309,7 @@ def _propagate(step: _Step, changed: torch.Tensor) -> tuple[torch.Tensor, float]
 
 def _saving(net: nn.Module, x1: torch.Tensor, steps: list[_Step], shares: list[float]) -> float:
     """The fraction of a whole pass the plan saves, from timed passes over `x1`: each planned
-    block's time times the share of its windows a copy leaves alone (least of three passes)."""
-    ends: dict[str, float] = {}
-
-    def stamp(m: nn.Module, i: Any, o: Any, name: str) -> None:
-        ends.setdefault(name, time.perf_counter())
-
-    hooks = [s.module.register_forward_hook(partial(stamp, name=s.name)) for s in steps]
-    spans: list[list[float]] = []
-    try:
-        with torch.inference_mode():
-            net(x1)
-            for _ in range(3):
-                ends.clear()
-                t0 = time.perf_counter()
-                net(x1)
-                stamps = [t0, *(ends[s.name] for s in steps), time.perf_counter()]
-                spans.append([b - a for a, b in zip(stamps[:-1], stamps[1:], strict=True)])
-    finally:
-        for hk in hooks:
-            hk.remove()
-    least = [min(col) for col in zip(*spans, strict=True)]
+    block's time times the share of its windows a copy leaves alone."""
+    least = stage_seconds(net, x1, [s.name for s in steps])
     saved = sum(t * (1 - f) for t, f, s in zip(least[1:], shares, steps[1:], strict=False) if s.kind == "block")
     return saved / max(sum(least), 1e-9)
