@@ -5,6 +5,7 @@
     python benchmarks/occlusion.py --alternate --models vit_small --ppe 16 --repeats 4   # alternated
     python benchmarks/occlusion.py --many 100 [--captum-sample 20] [--threads 1]   # many images
     python benchmarks/occlusion.py --approx-samples --threads 1   # approximate vs exact, sample images
+    python benchmarks/occlusion.py --device cuda   # the matrix on a GPU: both sides on it, the CUDA ratio
 
 For each model (random weights, BatchNorm statistics recalibrated on the bundled sample
 images so that the network is not degenerate, except EfficientNet-Lite0 with its bundled
@@ -48,8 +49,9 @@ MATRIX: dict[str, Callable[[], nn.Module]] = {
 }
 
 
-def build(name: str, size: int) -> tuple[vl.Model, torch.Tensor]:
-    """The model and the chelsea image at `size` px (the bundled model's preprocessing)."""
+def build(name: str, size: int, device: str = "cpu") -> tuple[vl.Model, torch.Tensor]:
+    """The model and the chelsea image at `size` px (the bundled model's preprocessing), both
+    on `device` (BatchNorm statistics are gathered on the CPU first)."""
     bundled = vl.load_model()
     torch.manual_seed(0)
     net = MATRIX[name]().eval()
@@ -62,8 +64,14 @@ def build(name: str, size: int) -> tuple[vl.Model, torch.Tensor]:
         with torch.no_grad():
             net.train()(samples)
         net.eval()
-    model = vl.models.as_model(net)
-    return model, bundled.prepare("chelsea", size=size, square=True)
+    model = vl.models.as_model(net).to(device)
+    return model, bundled.prepare("chelsea", size=size, square=True).to(device)
+
+
+def _wait() -> None:
+    """Let queued CUDA work finish, so that a timer read next counts it."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
 
 
 def bench(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
@@ -73,13 +81,14 @@ def bench(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
     for _ in range(repeats):
         t0 = time.perf_counter()
         out = fn()
+        _wait()
         times.append(time.perf_counter() - t0)
     return statistics.median(times), out
 
 
 def agreement(a: torch.Tensor, ref: torch.Tensor) -> tuple[float, float]:
     """Top-10% IoU and Spearman correlation of two per-pixel maps."""
-    a, ref = a.flatten(), ref.flatten()
+    a, ref = a.flatten().cpu(), ref.flatten().cpu()
     k = max(1, a.numel() // 10)
     ta, tr = set(a.topk(k).indices.tolist()), set(ref.topk(k).indices.tolist())
     return len(ta & tr) / len(ta | tr), float(spearmanr(a.numpy(), ref.numpy()).statistic)
@@ -95,7 +104,7 @@ def smoothness(drops: torch.Tensor) -> float:
 
 
 def run_model(name: str, args: argparse.Namespace) -> str:
-    model, x = build(name, args.size)
+    model, x = build(name, args.size, args.device)
     net = model.net
     target = int(net(x).argmax())
     w, s, reps = args.window, args.stride, args.repeats
@@ -157,7 +166,7 @@ def run_model(name: str, args: argparse.Namespace) -> str:
 def alternated(name: str, args: argparse.Namespace) -> None:
     """Exact visionlens against Captum (its first --ppe), runs alternated `--repeats` times in
     one process so that the machine's drift falls on both sides alike; medians."""
-    model, x = build(name, args.size)
+    model, x = build(name, args.size, args.device)
     target = int(model.net(x).argmax())
     w, s, ppe = args.window, args.stride, args.ppe[0]
 
@@ -174,8 +183,10 @@ def alternated(name: str, args: argparse.Namespace) -> None:
     times: dict[str, list[float]] = {"visionlens": [], "captum": []}
     for _ in range(args.repeats):
         for side, fn in (("visionlens", ours), ("captum", captum)):
+            _wait()
             t0 = time.perf_counter()
             fn()
+            _wait()
             times[side].append(time.perf_counter() - t0)
     mine, theirs = statistics.median(times["visionlens"]), statistics.median(times["captum"])
     runs = "; ".join(f"{k} " + ", ".join(f"{t:.1f}" for t in v) for k, v in times.items())
@@ -273,6 +284,7 @@ def main() -> None:
     ap.add_argument("--ppe", default="1,16", help="Captum perturbations_per_eval values to try")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2, help="torch threads for both sides")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda[:N]: where both sides run (the matrix, --alternate)")
     ap.add_argument("--alternate", action="store_true", help="exact against Captum only, runs alternated")
     ap.add_argument("--many", type=int, default=0, help="instead: N images streamed, against Captum one at a time")
     ap.add_argument("--captum-sample", type=int, default=20, help="with --many: images Captum is timed on")
@@ -283,9 +295,13 @@ def main() -> None:
     args.ppe = [int(p) for p in args.ppe.split(",")]
     warnings.filterwarnings("ignore")
     torch.set_num_threads(args.threads)
+    if args.device != "cpu" and not torch.cuda.is_available():
+        ap.error(f"--device {args.device}: no CUDA device here")
+    where = torch.cuda.get_device_name(torch.device(args.device)) if args.device != "cpu" else "CPU"
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.size} px, window {args.window}, "
-        f"stride {args.stride}, load average {os.getloadavg()[0]:.2f} (timings need an otherwise idle machine)",
+        f"torch {torch.__version__} on {where}, {torch.get_num_threads()} threads, {args.size} px, "
+        f"window {args.window}, stride {args.stride}, load average {os.getloadavg()[0]:.2f} "
+        "(timings need an otherwise idle machine)",
         flush=True,
     )
     if args.approx_samples:

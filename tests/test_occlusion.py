@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 import timm
@@ -19,6 +19,7 @@ from visionlens.attribution._occlusion_engine import Engine, all_windows
 from visionlens.models import Model
 
 from . import archs
+from .devices import DEVICES
 
 # the package's `occlusion` is the function
 occ = importlib.import_module("visionlens.attribution.occlusion")
@@ -28,6 +29,16 @@ engine_module = importlib.import_module("visionlens.attribution._occlusion_engin
 @pytest.fixture(autouse=True)
 def _one_thread() -> None:
     torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _no_tf32() -> Iterator[None]:
+    """On CUDA, float32 convolutions without TF32 (cuDNN's default rounds their inputs to 10
+    bits of mantissa): the comparisons below are at 1e-4 of the map."""
+    before = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32 = before
 
 
 def _mobilenet() -> Model:
@@ -72,10 +83,11 @@ def _image(seed: int = 0) -> torch.Tensor:
 SLOW = {"convnext_tiny", "densenet121", "swin_tiny", "vgg16", "resnet50", "vit_small"}
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in sorted(MATRIX)])
-def test_matches_captum_on_the_matrix(name: str) -> None:
-    model = MATRIX[name]()
-    x = _image()
+def test_matches_captum_on_the_matrix(name: str, device: str) -> None:
+    model = MATRIX[name]().to(device)
+    x = _image().to(device)
     target = int(model.net(x).argmax())
     ours = vl.occlusion(model, x, target, window=16, stride=8)
     theirs = _captum(model, x, target, 16, 8)
@@ -93,13 +105,14 @@ def test_matches_captum_on_the_matrix(name: str) -> None:
         *(pytest.param(n, marks=pytest.mark.slow) for n in ("vgg16", "convnext_tiny")),
     ],
 )
-def test_incremental_engine_equals_whole_copies(name: str) -> None:
-    model = MATRIX[name]()
-    x = _image(1)
+@pytest.mark.parametrize("device", DEVICES)
+def test_incremental_engine_equals_whole_copies(name: str, device: str) -> None:
+    model = MATRIX[name]().to(device)
+    x = _image(1).to(device)
     engine = Engine(model.net, x, 8, 8, min_saving=0.0)  # every plan, however little it saves
     assert engine.cuts, "no incremental plan"
-    wins = all_windows((archs.SIZE, archs.SIZE), 8, 8)[::3]
-    owners = torch.zeros(len(wins), dtype=torch.long)
+    wins = all_windows((archs.SIZE, archs.SIZE), 8, 8)[::3].to(device)
+    owners = torch.zeros(len(wins), dtype=torch.long, device=device)
     base = torch.zeros_like(x)
     with torch.inference_mode():
         clean = engine.clean_maps(x)[1]
@@ -140,18 +153,21 @@ def _swin_v2() -> Model:
         ("torchvision", ("features.1.1", "features.2")),
     ],
 )
-def test_swin_blocks_recompute_only_the_attention_windows_a_window_changes(lib: str, shifted: tuple[str, str]) -> None:
+@pytest.mark.parametrize("device", DEVICES)
+def test_swin_blocks_recompute_only_the_attention_windows_a_window_changes(
+    lib: str, shifted: tuple[str, str], device: str
+) -> None:
     """Windows that straddle token and attention-window borders, two images in one batch: the
     plan's scores equal whole copies', through shifted blocks (their cyclic shift and mask)
     and patch merging, for timm's Swin (V1 and V2) and torchvision's."""
-    model = {"timm": MATRIX["swin_tiny"], "timm-v2": _swin_v2, "torchvision": _torchvision_swin}[lib]()
-    x = torch.cat([_image(7), _image(8)])
+    model = {"timm": MATRIX["swin_tiny"], "timm-v2": _swin_v2, "torchvision": _torchvision_swin}[lib]().to(device)
+    x = torch.cat([_image(7), _image(8)]).to(device)
     engine = Engine(model.net, x[:1], 12, 4, min_saving=0.0)
     assert engine.windows is not None and engine.segments == []
     assert set(shifted) <= set(engine.cuts)
     assert engine.windows.steps[engine.cuts.index(shifted[0])].mask is not None  # a shifted block
-    wins = all_windows((archs.SIZE, archs.SIZE), 12, 4)[::5]
-    owners = torch.arange(len(wins)) % 2
+    wins = all_windows((archs.SIZE, archs.SIZE), 12, 4)[::5].to(device)
+    owners = torch.arange(len(wins), device=device) % 2
     base = torch.zeros_like(x)
     with torch.inference_mode():
         out, clean = engine.clean_maps(x)
@@ -225,13 +241,14 @@ def test_only_stages_that_chain_their_children_are_cut_inside() -> None:
 @pytest.mark.parametrize(
     "name, stride, side", [("lite0", 4, 15), pytest.param("swin_tiny", 6, 11, marks=pytest.mark.slow)]
 )
+@pytest.mark.parametrize("device", DEVICES)
 def test_incremental_mode_is_exact_and_reported(
-    monkeypatch: pytest.MonkeyPatch, name: str, stride: int, side: int
+    monkeypatch: pytest.MonkeyPatch, name: str, stride: int, side: int, device: str
 ) -> None:
     monkeypatch.setattr(occ, "_PLAN_FROM", 0)
     monkeypatch.setattr(engine_module, "_MIN_SAVING", 0.0)  # a tiny image: any plan, however little it saves
-    model = MATRIX[name]()
-    x = torch.cat([_image(2), _image(3)])
+    model = MATRIX[name]().to(device)
+    x = torch.cat([_image(2), _image(3)]).to(device)
     stats: dict = {}
     kw = {"window": 8, "stride": stride, "baseline": "blur"}
     fast, _ = vl.occlusion_windows(model, x, 3, batch_size=16, stats=stats, **kw)

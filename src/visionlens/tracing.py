@@ -1,7 +1,7 @@
 """Running a network partly: up to a layer (`forward_until`), on from a layer's output
 (`resume_from`), and one dry run that records every module's call order and output shape
 (`trace`); what named modules read and returned on one pass (`record_io`), and how long a pass
-takes between them (`stage_seconds`)."""
+takes between them (`stage_seconds`, on `clock`)."""
 
 from __future__ import annotations
 
@@ -118,6 +118,14 @@ def record_io(net: nn.Module, x: torch.Tensor, names: list[str]) -> dict[str, tu
     return {n: (a, b) for n, (a, b) in seen.items()}
 
 
+def clock(device: torch.device) -> float:
+    """`time.perf_counter()` once the work queued on `device` has run: CUDA kernels run
+    asynchronously, and a timer read without waiting measures only their launch."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
 def stage_seconds(net: nn.Module, x: torch.Tensor, names: list[str], passes: int = 3) -> list[float]:
     """Seconds of a forward pass over `x` up to the end of the first named module, between the
     ends of consecutive ones, and from the last to the pass's end (len(names) + 1 values): each
@@ -127,7 +135,7 @@ def stage_seconds(net: nn.Module, x: torch.Tensor, names: list[str], passes: int
     ends: dict[str, float] = {}
 
     def stamp(m: nn.Module, i: Any, o: Any, name: str) -> None:
-        ends.setdefault(name, time.perf_counter())
+        ends.setdefault(name, clock(x.device))
 
     hooks = [modules[n].register_forward_hook(partial(stamp, name=n)) for n in names]
     spans: list[list[float]] = []
@@ -136,9 +144,9 @@ def stage_seconds(net: nn.Module, x: torch.Tensor, names: list[str], passes: int
             net(x)  # warm
             for _ in range(passes):
                 ends.clear()
-                t0 = time.perf_counter()
+                t0 = clock(x.device)
                 net(x)
-                stamps = [t0, *(ends[n] for n in names), time.perf_counter()]
+                stamps = [t0, *(ends[n] for n in names), clock(x.device)]
                 spans.append([b - a for a, b in zip(stamps[:-1], stamps[1:], strict=True)])
     finally:
         for h in hooks:

@@ -12,7 +12,6 @@ recomputed regions back are tensor gathers, with no Python loop over windows.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +19,7 @@ import torch
 from torch import nn
 
 from ..fields import ReceptiveField, each_receptive_field
-from ..tracing import Trace, forward_until, record_io, resume_from, stage_seconds, trace
+from ..tracing import Trace, clock, forward_until, record_io, resume_from, stage_seconds, trace
 from ._fast import FastForward
 from ._window_tokens import WindowPlan
 
@@ -252,6 +251,7 @@ class Engine:
         with torch.inference_mode(False):  # parameters made here stay ordinary tensors
             self.net = FastForward.of(net, x1).net  # the last copy made, when the network is unchanged
             self.hw = (int(x1.shape[-2]), int(x1.shape[-1]))
+            self.device = x1.device
             self.tr = trace(self.net, x1)
             self.windows: WindowPlan | None = None
             if incremental:  # a window-attention transformer's plan, if it is one
@@ -288,7 +288,7 @@ class Engine:
         return self.windows.names if self.windows else [s.b for s in self.segments]
 
     def _tick(self, key: str, t0: float) -> float:
-        t = time.perf_counter()
+        t = clock(self.device)
         self.profile[key] = self.profile.get(key, 0.0) + t - t0
         return t
 
@@ -299,7 +299,7 @@ class Engine:
     def plain(self, x: torch.Tensor, base: torch.Tensor, wins: torch.Tensor, owners: torch.Tensor) -> Any:
         """Output for whole copies: copy i is image owners[i] with window wins[i] replaced by
         the baseline."""
-        t0 = time.perf_counter()
+        t0 = clock(x.device)
         h, w = self.hw
         zero = torch.zeros(len(owners), dtype=torch.long, device=x.device)
         mask = _inside(_rows(zero, h), _rows(zero, w), wins)
@@ -362,9 +362,10 @@ class Engine:
         n = len(owners)
         every = torch.arange(n, device=x.device)
         geo = self._geometry_of(wins)
-        prev_src, prev_pick, prev_off, prev_region = base, owners, torch.zeros(n, 2, dtype=torch.long), wins
+        no_offset = torch.zeros(n, 2, dtype=torch.long, device=x.device)
+        prev_src, prev_pick, prev_off, prev_region = base, owners, no_offset, wins
         cur = x
-        t0 = time.perf_counter()
+        t0 = clock(x.device)
         for k, seg in enumerate(self.segments):
             g = geo[k]
             rows, cols = _rows(g[:, 0], seg.crop[0]), _rows(g[:, 1], seg.crop[1])
