@@ -19,7 +19,7 @@ from visionlens.attribution._occlusion_engine import Engine, all_windows
 from visionlens.models import Model
 
 from . import archs
-from .devices import DEVICES
+from .devices import DEVICES, on
 
 # the package's `occlusion` is the function
 occ = importlib.import_module("visionlens.attribution.occlusion")
@@ -86,7 +86,7 @@ SLOW = {"convnext_tiny", "densenet121", "swin_tiny", "vgg16", "resnet50", "vit_s
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in sorted(MATRIX)])
 def test_matches_captum_on_the_matrix(name: str, device: str) -> None:
-    model = MATRIX[name]().to(device)
+    model = on(MATRIX[name](), device)
     x = _image().to(device)
     target = int(model.net(x).argmax())
     ours = vl.occlusion(model, x, target, window=16, stride=8)
@@ -107,7 +107,7 @@ def test_matches_captum_on_the_matrix(name: str, device: str) -> None:
 )
 @pytest.mark.parametrize("device", DEVICES)
 def test_incremental_engine_equals_whole_copies(name: str, device: str) -> None:
-    model = MATRIX[name]().to(device)
+    model = on(MATRIX[name](), device)
     x = _image(1).to(device)
     engine = Engine(model.net, x, 8, 8, min_saving=0.0)  # every plan, however little it saves
     assert engine.cuts, "no incremental plan"
@@ -160,7 +160,7 @@ def test_swin_blocks_recompute_only_the_attention_windows_a_window_changes(
     """Windows that straddle token and attention-window borders, two images in one batch: the
     plan's scores equal whole copies', through shifted blocks (their cyclic shift and mask)
     and patch merging, for timm's Swin (V1 and V2) and torchvision's."""
-    model = {"timm": MATRIX["swin_tiny"], "timm-v2": _swin_v2, "torchvision": _torchvision_swin}[lib]().to(device)
+    model = on({"timm": MATRIX["swin_tiny"], "timm-v2": _swin_v2, "torchvision": _torchvision_swin}[lib](), device)
     x = torch.cat([_image(7), _image(8)]).to(device)
     engine = Engine(model.net, x[:1], 12, 4, min_saving=0.0)
     assert engine.windows is not None and engine.segments == []
@@ -247,7 +247,7 @@ def test_incremental_mode_is_exact_and_reported(
 ) -> None:
     monkeypatch.setattr(occ, "_PLAN_FROM", 0)
     monkeypatch.setattr(engine_module, "_MIN_SAVING", 0.0)  # a tiny image: any plan, however little it saves
-    model = MATRIX[name]().to(device)
+    model = on(MATRIX[name](), device)
     x = torch.cat([_image(2), _image(3)]).to(device)
     stats: dict = {}
     kw = {"window": 8, "stride": stride, "baseline": "blur"}

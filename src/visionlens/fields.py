@@ -171,7 +171,8 @@ def _each_field(
     # outside inference mode, even when called inside it: the copy is differentiated
     with torch.inference_mode(False):
         # small inputs keep residual sums far from saturating activations such as ReLU6
-        x = torch.full((1, 3, h, w), 1e-3, dtype=torch.float32, requires_grad=True)
+        device = next((p.device for p in pos.parameters()), torch.device("cpu"))
+        x = torch.full((1, 3, h, w), 1e-3, dtype=torch.float32, device=device, requires_grad=True)
         try:
             with Probe(pos, layers) as probe, torch.enable_grad():
                 try:
@@ -206,7 +207,7 @@ def _field(o: Any, x: torch.Tensor, h: int, w: int) -> ReceptiveField | None:
         return None
     y0, x0 = oh // 2, ow // 2
     # channels weighted unequally: a sum over a LayerNorm's channels is constant
-    seed = torch.linspace(0.5, 1.5, o.shape[1], dtype=o.dtype)
+    seed = torch.linspace(0.5, 1.5, o.shape[1], dtype=o.dtype, device=o.device)
     with torch.inference_mode(False), torch.enable_grad():
         (g,) = torch.autograd.grad((o[0, :, y0, x0] * seed).sum(), x, retain_graph=True)
     nz = g[0].abs().sum(0) > 0

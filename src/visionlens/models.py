@@ -197,7 +197,7 @@ class Model:
         and without gradients."""
         self.net.eval()
         with torch.inference_mode():
-            return self.net(x)
+            return self.net(x.to(self.device))
 
 
 def _class_by_name(labels: list[str], name: str) -> int:

@@ -3,7 +3,6 @@ its faithfulness numbers (deletion and insertion AUC, ROAD) and the time it took
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,6 +12,7 @@ import torch
 
 from ..errors import ArgumentError, did_you_mean
 from ..models import Model, as_model
+from ..tracing import clock
 from ._common import Target
 from .methods import METHODS, attribution, available_methods
 from .metrics import Curve, deletion_insertion, road
@@ -212,9 +212,9 @@ def evaluate(
         opts = dict((options or {}).get(name, {}))
         if layer is not None:
             opts.setdefault("layer", layer)
-        t0 = time.perf_counter()
+        t0 = clock(x.device)
         maps = attribution(model, x, name, bound, **opts).detach()
-        seconds = time.perf_counter() - t0
+        seconds = clock(x.device) - t0
         score = MethodScore(name, maps.cpu(), seconds)
         if "deletion" in metrics or "insertion" in metrics:
             d, i = deletion_insertion(model, x, maps, curve_target, steps=steps)

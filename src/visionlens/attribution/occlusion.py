@@ -122,6 +122,8 @@ class _Scorer:
         tol = 1e-5 * float(a.abs().max()) + 1e-7
         if not torch.allclose(a, c[pick], rtol=1e-4, atol=tol):
             why = f"incremental scores differ by {float((a - c[pick]).abs().max()):.1e}"
+            if e.device.type == "cuda" and torch.backends.cudnn.allow_tf32:
+                why += " (TF32 convolutions round; torch.backends.cudnn.allow_tf32 = False keeps float32 exact)"
             e.verdict = self.mode, self.why = "whole copies", why
             return t(e.plain(self.x, self.base, wins, owners))
         if e.trials == 2:  # the second batch runs warm: compare the time per copy

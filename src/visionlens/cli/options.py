@@ -73,6 +73,10 @@ class ModelSpec:
             raise ArgumentError(f"unknown device {device!r}; use cpu or cuda[:N]") from None
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise ArgumentError("--device cuda asked for, but no CUDA GPU is available; use --device cpu")
+        index = torch.device(device).index
+        if device.startswith("cuda") and index is not None and index >= torch.cuda.device_count():
+            n = torch.cuda.device_count()
+            raise ArgumentError(f"--device {device}: this machine has {n} CUDA device(s), cuda:0-cuda:{n - 1}")
         return load_model(self.model, self.weights, self.trust_checkpoint, device)
 
 

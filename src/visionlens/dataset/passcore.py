@@ -6,10 +6,11 @@ folder is checkpointed, resumed and finished, so that both engines write the sam
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -193,6 +194,15 @@ class _Job:
     dims: dict[str, int] = field(default_factory=dict)  # stored row width per file
     deepest: str = ""
     psize: int = 16  # side of the pooled pixels
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What a Ray actor receives: the network on the CPU. torch restores a pickled tensor
+        on the device it was saved from, and an actor may have no GPU, or see its own as
+        cuda:0; the actor moves the network to its device."""
+        state = dict(self.__dict__)
+        if self.model.device.type != "cpu":
+            state["model"] = replace(self.model, net=copy.deepcopy(self.model.net).cpu())
+        return state
 
     def to_map(self, name: str, out: torch.Tensor) -> torch.Tensor:
         """A captured output as (B, C, H, W) when its layer is a map; else as it is."""

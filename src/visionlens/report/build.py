@@ -43,7 +43,9 @@ class Report:
         left_out: images beyond `max_images`.
 
     Example:
-        >>> report = vl.build_report(images=["chelsea"], layers=["blocks.2"], out_dir="report", quick=True)
+        >>> small = vl.report.Settings.quick(units=2, vis_steps=8, vis_size=64, dream_octaves=1, dream_steps=2,
+        ...                                  invert_steps=4, textures=(), styles=())
+        >>> report = vl.build_report(images=["chelsea"], layers=["blocks.2"], out_dir="report", settings=small)
         >>> report.pages[0], report.layers, report.index.name
         ('image-chelsea.html', ['blocks.2'], 'index.html')
     """
@@ -132,9 +134,13 @@ def build_report(
         A `Report`: the path of index.html, the pages, layers and images, and the cache stats.
 
     Example:
-        >>> report = vl.build_report("efficientnet_lite0", ["chelsea", "coffee"], ["blocks.2"], "report", quick=True)
+        A first look in seconds (`quick=True` instead of `settings`: about two minutes):
+
+        >>> small = vl.report.Settings.quick(units=2, vis_steps=8, vis_size=64, dream_octaves=1, dream_steps=2,
+        ...                                  invert_steps=4, textures=(), styles=())
+        >>> report = vl.build_report("efficientnet_lite0", ["chelsea"], ["blocks.2"], "report", settings=small)
         >>> report.images, report.index
-        (['chelsea', 'coffee'], PosixPath('report/index.html'))
+        (['chelsea'], PosixPath('report/index.html'))
     """
     model = load_model(model) if isinstance(model, str) else as_model(model)
     settings = settings or (Settings.quick() if quick else Settings())

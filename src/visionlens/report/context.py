@@ -93,7 +93,9 @@ class ReportContext:
         ...     text = f"{len(ctx.images)} images, layers {', '.join(ctx.layers)}"
         ...     return [Page("notes.html", "Notes", "Report", [Section("Run", intro=text)])]
         >>> ext = Extension("notes", pages=[notes])
-        >>> report = vl.build_report(images=["chelsea"], layers=["blocks.2"], extensions=[ext], quick=True)
+        >>> small = vl.report.Settings.quick(units=2, vis_steps=8, vis_size=64, dream_octaves=1, dream_steps=2,
+        ...                                  invert_steps=4, textures=(), styles=())
+        >>> report = vl.build_report(images=["chelsea"], layers=["blocks.2"], extensions=[ext], settings=small)
         >>> report.pages[-2:]
         ['notes.html', 'index.html']
     """
@@ -197,7 +199,9 @@ class Extension:
         >>> def summary(ctx: ReportContext) -> list[Section]:
         ...     return [Section("Images", intro=", ".join(im.name for im in ctx.images))]
         >>> ext = Extension("summary", overview=[summary])
-        >>> report = vl.build_report(images=["chelsea"], layers=["blocks.2"], extensions=[ext], quick=True)
+        >>> small = vl.report.Settings.quick(units=2, vis_steps=8, vis_size=64, dream_octaves=1, dream_steps=2,
+        ...                                  invert_steps=4, textures=(), styles=())
+        >>> report = vl.build_report(images=["chelsea"], layers=["blocks.2"], extensions=[ext], settings=small)
         >>> report.index.name
         'index.html'
     """

@@ -88,7 +88,7 @@ class FourierImage(nn.Module):
         self.size = (h, w)
         if init is not None:
             spec = torch.fft.rfft2(_decorrelate(_logit(init.detach().float()), inverse=True), norm="ortho")
-            data = torch.view_as_real(spec / self.scale)
+            data = torch.view_as_real(spec / self.scale.to(spec.device))
         else:
             data = torch.randn(b, c, h, w // 2 + 1, 2, generator=generator) * std
         self.spectrum = nn.Parameter(data)
