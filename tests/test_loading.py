@@ -73,6 +73,29 @@ def test_an_exported_model_keeps_its_layer_names_and_input_size(files: dict[str,
     assert activations(model, x, "2").shape == (1, 8, 31, 31)  # hooks reach the original modules
 
 
+class _Ramp(nn.Module):
+    """Adds a ramp made in its forward: an export records the ramp's device (the CPU)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        return y + torch.arange(y.shape[-1], device=x.device)
+
+
+def test_an_exported_model_moves_whole_to_the_device_asked(tmp_path: Path) -> None:
+    """On another device (a GPU for users; `meta` here, which refuses device mixing as CUDA
+    does) the graph's own tensors follow the weights."""
+    program = torch.export.export(_Ramp().eval(), (torch.zeros(1, 3, 16, 16),))
+    torch.export.save(program, tmp_path / "ramp.pt2")
+    with pytest.raises(RuntimeError, match="device"):  # moved as a module only, the ramp stays behind
+        load_model(str(tmp_path / "ramp.pt2")).to("meta").net(torch.zeros(1, 3, 16, 16, device="meta"))
+    model = load_model(str(tmp_path / "ramp.pt2"), device="meta")
+    assert model.net(torch.zeros(1, 3, 16, 16, device="meta")).device.type == "meta"
+
+
 def _rewrite(source: Path, target: Path, change: dict[str, bytes]) -> Path:
     with zipfile.ZipFile(source) as src, zipfile.ZipFile(target, "w") as dst:
         for name in src.namelist():

@@ -234,9 +234,10 @@ def _pickled_part(archive: zipfile.ZipFile) -> str | None:
     return None
 
 
-def _exported(path: Path, trust: bool) -> tuple[nn.Module, int | None]:
-    """The module of a `torch.export` archive (.pt2) and its input side when the export fixed
-    it. Archives holding pickled objects load only with `trust_checkpoint`, like checkpoints."""
+def _exported(path: Path, trust: bool, device: str | torch.device | None = None) -> tuple[nn.Module, int | None]:
+    """The module of a `torch.export` archive (.pt2) on `device`, and its input side when the
+    export fixed it. Archives holding pickled objects load only with `trust_checkpoint`, like
+    checkpoints."""
     if not path.is_file():
         raise ModelError(f"{path}: no such model file")
     try:
@@ -253,6 +254,10 @@ def _exported(path: Path, trust: bool) -> tuple[nn.Module, int | None]:
         )
     try:
         program = torch.export.load(path)
+        if device is not None:  # the graph's own tensors (an arange, a mask) name the export's device
+            from torch.export.passes import move_to_device_pass
+
+            program = move_to_device_pass(program, device)
         # unflattened, the graph calls the original submodules by their names, so hooks on
         # layers, gradients and train()/eval() work as on the module that was exported
         net = torch.export.unflatten(program)
@@ -264,15 +269,15 @@ def _exported(path: Path, trust: bool) -> tuple[nn.Module, int | None]:
     return net, size
 
 
-def _file(path: Path, trust: bool) -> Model:
+def _file(path: Path, trust: bool, device: str | torch.device | None = None) -> Model:
     size: int | None = None
     if path.suffix.lower() == ".pt2":
-        net, size = _exported(path, trust)
+        net, size = _exported(path, trust, device)
     else:
         try:
             with warnings.catch_warnings():  # TorchScript is deprecated in torch, still supported here
                 warnings.filterwarnings("ignore", "`torch.jit.load` is deprecated", FutureWarning)
-                net = torch.jit.load(str(path), map_location="cpu")
+                net = torch.jit.load(str(path), map_location=device or "cpu")
         except (RuntimeError, ValueError):
             obj = read_checkpoint(path, trust)
             if not isinstance(obj, nn.Module):
@@ -335,7 +340,7 @@ def load_model(
     elif spec.startswith("timm:"):
         model = _timm(spec.split(":", 1)[1], w, trust_checkpoint)
     elif Path(spec).suffix in (".pt", ".pth", ".pt2", ".ts", ".jit", ".bin") or Path(spec).is_file():
-        model = _file(Path(spec), trust_checkpoint)
+        model = _file(Path(spec), trust_checkpoint, device)
         if w:
             load_weights(model.net, w, trust_checkpoint)
     elif ":" in spec and all(part.isidentifier() for part in spec.replace(":", ".").split(".")):
