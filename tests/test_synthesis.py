@@ -39,6 +39,14 @@ def test_objective_algebra_and_descriptions() -> None:
     assert sum([O.channel("a", 1), O.channel("a", 2)]).layers == ("a",)
 
 
+def test_a_fourier_image_from_a_picture_on_another_device() -> None:
+    """Started from a picture already on the model's device (style transfer on a GPU; `meta`
+    here, which refuses device mixing as CUDA does), as the engine builds it and moves it."""
+    init = torch.rand(1, 3, 16, 16, device="meta")
+    param = FourierImage((1, 3, 16, 16), init=init).to("meta")
+    assert param().device.type == "meta" and param().shape == (1, 3, 16, 16)
+
+
 def test_parameterizations() -> None:
     assert (colour_correlation_sqrt() - _COLOUR_SQRT).abs().max() < 1e-3
     x = torch.rand(2, 3, 40, 56) * 0.8 + 0.1
