@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 import torch
+from scipy.stats import spearmanr
 
 import visionlens as vl
 from visionlens.attribution.methods import attribution, available_methods
@@ -27,8 +28,18 @@ def _float32() -> Iterator[None]:
     torch.backends.cudnn.allow_tf32 = before
 
 
+# maps that a change in the last bit of the input moves by more than 1e-3 of their maximum
+# (measured on the CPU: Integrated Gradients' path and SmoothGrad's samples cross ReLU kinks,
+# Ablation-CAM's weights are differences of close scores): compared by rank instead
+UNSTABLE = {"ig", "smoothgrad", "ablationcam"}
+
+
 def _close(a: torch.Tensor, b: torch.Tensor, tol: float = 1e-3) -> bool:
     return float((a.cpu() - b.cpu()).abs().max()) <= tol * float(b.abs().max()) + 1e-7
+
+
+def _same_ranks(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return float(spearmanr(a.cpu().flatten().numpy(), b.cpu().flatten().numpy()).statistic) > 0.99
 
 
 @pytest.mark.parametrize("name", ["resnet50", "vit_small", "swin_tiny"])
@@ -41,7 +52,7 @@ def test_every_method_on_cuda_equals_the_cpu(name: str) -> None:
         cpu_map = attribution(model, x, method, 3)
         gpu_map = attribution(gpu, x.cuda(), method, 3)
         assert gpu_map.device.type == "cuda", method
-        assert _close(gpu_map, cpu_map), method
+        assert _same_ranks(gpu_map, cpu_map) if method in UNSTABLE else _close(gpu_map, cpu_map), method
 
 
 def test_receptive_fields_on_cuda_equal_the_cpu() -> None:
@@ -76,4 +87,6 @@ def test_evaluate_on_cuda_scores_like_the_cpu() -> None:
     cpu, gpu = vl.evaluate(model, x, **kw), vl.evaluate(on(model, "cuda"), x.cuda(), **kw)
     for a, b in zip(cpu.scores, gpu.scores, strict=True):
         assert a.method == b.method and b.seconds > 0
-        assert abs(a.deletion_auc - b.deletion_auc) < 1e-3
+        # the curve deletes pixels in the map's order: maps equal to 1e-6 can order near-ties
+        # differently (measured on the CPU: 1e-6 of noise on the Grad-CAM map moves it 1e-3)
+        assert abs(a.deletion_auc - b.deletion_auc) < 1e-2

@@ -41,8 +41,11 @@ def _positive_copy(net: nn.Module) -> nn.Module:
     gradient is non-zero exactly on its receptive field: weights become positive, about
     1/fan-in, biases 0, batch norms the identity, max pooling average pooling. The weights
     differ from channel to channel (seeded): were every channel equal, a LayerNorm over
-    channels would output zeros and pass no gradient (ConvNeXt, the transformers)."""
-    pos = copy.deepcopy(net).float().eval()
+    channels would output zeros and pass no gradient (ConvNeXt, the transformers). On the
+    CPU, whatever device `net` is on: a field is the set of pixels whose gradient is exactly
+    non-zero, and a GPU's fast convolutions (Winograd, FFT) can leave rounding residue where
+    it is zero."""
+    pos = copy.deepcopy(net).cpu().float().eval()
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
         # tensors made inside inference mode (a folded copy's biases) cannot be written or
@@ -171,8 +174,7 @@ def _each_field(
     # outside inference mode, even when called inside it: the copy is differentiated
     with torch.inference_mode(False):
         # small inputs keep residual sums far from saturating activations such as ReLU6
-        device = next((p.device for p in pos.parameters()), torch.device("cpu"))
-        x = torch.full((1, 3, h, w), 1e-3, dtype=torch.float32, device=device, requires_grad=True)
+        x = torch.full((1, 3, h, w), 1e-3, dtype=torch.float32, requires_grad=True)  # the copy is on the CPU
         try:
             with Probe(pos, layers) as probe, torch.enable_grad():
                 try:

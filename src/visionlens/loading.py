@@ -254,7 +254,7 @@ def _exported(path: Path, trust: bool, device: str | torch.device | None = None)
         )
     try:
         program = torch.export.load(path)
-        if device is not None:  # the graph's own tensors (an arange, a mask) name the export's device
+        if device is not None and torch.device(device).type != "cpu":  # the graph's own tensors name its device
             from torch.export.passes import move_to_device_pass
 
             program = move_to_device_pass(program, device)
@@ -277,7 +277,7 @@ def _file(path: Path, trust: bool, device: str | torch.device | None = None) -> 
         try:
             with warnings.catch_warnings():  # TorchScript is deprecated in torch, still supported here
                 warnings.filterwarnings("ignore", "`torch.jit.load` is deprecated", FutureWarning)
-                net = torch.jit.load(str(path), map_location=device or "cpu")
+                net = torch.jit.load(str(path), map_location="cpu")
         except (RuntimeError, ValueError):
             obj = read_checkpoint(path, trust)
             if not isinstance(obj, nn.Module):

@@ -135,7 +135,8 @@ def stage_seconds(net: nn.Module, x: torch.Tensor, names: list[str], passes: int
     ends: dict[str, float] = {}
 
     def stamp(m: nn.Module, i: Any, o: Any, name: str) -> None:
-        ends.setdefault(name, clock(x.device))
+        if name not in ends:
+            ends[name] = clock(x.device)
 
     hooks = [modules[n].register_forward_hook(partial(stamp, name=n)) for n in names]
     spans: list[list[float]] = []

@@ -213,8 +213,8 @@ def _state(net: nn.Module, x1: torch.Tensor, fold: bool) -> tuple[Any, ...]:
 
 class FastForward:
     """The forward pass of `inference_copy(net, x1)` on batches, with the batch made
-    channels-last on the CPU; from the first batch the network refuses that layout in, it
-    gets contiguous batches.
+    channels-last; from the first batch the network refuses that layout in (a `.view()` of a
+    convolution's map), it gets contiguous batches.
 
     Attributes:
         net: the inference copy (hooks may be put on its modules by the original's names).
@@ -249,6 +249,8 @@ class FastForward:
             return self.net(x.contiguous())
         try:
             return self.net(x.contiguous(memory_format=torch.channels_last))
+        except torch.cuda.OutOfMemoryError:  # not the layout's fault: a contiguous copy needs more
+            raise
         except RuntimeError:
             self.net.to(memory_format=torch.contiguous_format)
             try:

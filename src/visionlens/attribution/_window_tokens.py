@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..tracing import Trace, clock, record_io, resume_from, stage_seconds
+from ..tracing import Trace, record_io, resume_from, stage_seconds
 
 _FRAC = 0.8  # stop once a window's changed attention windows exceed this share of a map
 
@@ -227,11 +227,12 @@ class WindowPlan:
         owners: torch.Tensor,
         clean: list[torch.Tensor],
         tick: Any,
+        now: Any,
     ) -> Any:
         """The network's output on copies (image owners[i], window wins[i] set to the
         baseline), recomputing only the changed windows of the planned blocks."""
         n = len(owners)
-        t0 = clock(x.device)
+        t0 = now()
         changed = _token_masks(self.steps[:1], wins, x.shape[-2:])
         h, w = x.shape[-2:]
         rows = torch.arange(h, device=x.device)[None, :]

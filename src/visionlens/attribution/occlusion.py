@@ -82,6 +82,16 @@ def _check(h: int, w: int, window: int, stride: int) -> None:
         raise ArgumentError(f"window {window} px is larger than the {h}x{w} input; use a smaller `window`")
 
 
+def _tf32_convolutions() -> bool:
+    """Whether cuDNN runs float32 convolutions as TF32 (torch reads the legacy flag with an
+    error once its newer precision settings were used)."""
+    try:
+        return bool(torch.backends.cudnn.allow_tf32)
+    except RuntimeError:
+        conv: Any = getattr(torch.backends.cudnn, "conv", None)
+        return conv is not None and conv.fp32_precision == "tf32"
+
+
 class _Scorer:
     """Scores of batches of (image, window) jobs. Until the engine has a verdict, the first two
     batches are also run as whole copies, a few of their windows: the incremental scores must
@@ -122,8 +132,8 @@ class _Scorer:
         tol = 1e-5 * float(a.abs().max()) + 1e-7
         if not torch.allclose(a, c[pick], rtol=1e-4, atol=tol):
             why = f"incremental scores differ by {float((a - c[pick]).abs().max()):.1e}"
-            if e.device.type == "cuda" and torch.backends.cudnn.allow_tf32:
-                why += " (TF32 convolutions round; torch.backends.cudnn.allow_tf32 = False keeps float32 exact)"
+            if e.device.type == "cuda" and _tf32_convolutions():
+                why += " (TF32 convolutions round; torch.backends.cudnn.allow_tf32 = False for float32)"
             e.verdict = self.mode, self.why = "whole copies", why
             return t(e.plain(self.x, self.base, wins, owners))
         if e.trials == 2:  # the second batch runs warm: compare the time per copy
@@ -170,6 +180,7 @@ def _drops(
     b, (h, w) = x.shape[0], x.shape[-2:]
     ny, nx = len(window_starts(h, window, stride)), len(window_starts(w, window, stride))
     wins = all_windows((h, w), window, stride).to(x.device)
+    engine.timed = stats is not None
     score = _Scorer(engine, x, base, bound, incremental)
     batch = batch_size or engine.batch_size
     t0 = clock(x.device)

@@ -6,7 +6,7 @@ folder is checkpointed, resumed and finished, so that both engines write the sam
 
 from __future__ import annotations
 
-import copy
+import io
 import json
 import os
 import zipfile
@@ -198,10 +198,15 @@ class _Job:
     def __getstate__(self) -> dict[str, Any]:
         """What a Ray actor receives: the network on the CPU. torch restores a pickled tensor
         on the device it was saved from, and an actor may have no GPU, or see its own as
-        cuda:0; the actor moves the network to its device."""
+        cuda:0; the actor moves the network to its device. The copy goes through bytes, so the
+        driver's GPU never holds the network twice."""
         state = dict(self.__dict__)
-        if self.model.device.type != "cpu":
-            state["model"] = replace(self.model, net=copy.deepcopy(self.model.net).cpu())
+        net = self.model.net
+        if any(t.device.type != "cpu" for t in (*net.parameters(), *net.buffers())):
+            buf = io.BytesIO()
+            torch.save(net, buf)
+            buf.seek(0)
+            state["model"] = replace(self.model, net=torch.load(buf, map_location="cpu", weights_only=False))
         return state
 
     def to_map(self, name: str, out: torch.Tensor) -> torch.Tensor:
