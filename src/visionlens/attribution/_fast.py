@@ -206,7 +206,9 @@ def _state(net: nn.Module, x1: torch.Tensor, fold: bool) -> tuple[Any, ...]:
     catches writes through `.data`, which the counter does not see)."""
     tensors = [*net.parameters(), *net.buffers()]
     with torch.no_grad():
-        sums = torch.stack([t.detach().float().sum().cpu() for t in tensors]).tolist() if tensors else []
+        # summed where they are, read back once (one wait for a GPU, not one per tensor)
+        where = tensors[0].device if tensors else None
+        sums = torch.stack([t.detach().float().sum().to(where) for t in tensors]).cpu().tolist() if tensors else []
     ids = tuple((t.data_ptr(), t._version) for t in tensors)
     return (tuple(x1.shape[1:]), x1.dtype, x1.device, fold, net.training, ids, tuple(sums))
 
