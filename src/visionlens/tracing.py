@@ -83,13 +83,19 @@ def trace(net: nn.Module, x: torch.Tensor) -> Trace:
                 t.order.append(name)
 
         handles += [m.register_forward_pre_hook(pre), m.register_forward_hook(post)]
+    _hooked_pass(net, x, handles)
+    return t
+
+
+def _hooked_pass(net: nn.Module, x: torch.Tensor, hooks: list[Any]) -> None:
+    """One pass over `x` in inference mode with `hooks` on; they are removed after it, whatever
+    happens."""
     try:
         with torch.inference_mode():
             net(x)
     finally:
-        for h in handles:
+        for h in hooks:
             h.remove()
-    return t
 
 
 def record_io(net: nn.Module, x: torch.Tensor, names: list[str]) -> dict[str, tuple[Any, Any]]:
@@ -109,12 +115,7 @@ def record_io(net: nn.Module, x: torch.Tensor, names: list[str]) -> dict[str, tu
 
     hooks = [modules[n].register_forward_pre_hook(partial(pre, name=n)) for n in names]
     hooks += [modules[n].register_forward_hook(partial(post, name=n)) for n in names]
-    try:
-        with torch.inference_mode():
-            net(x)
-    finally:
-        for h in hooks:
-            h.remove()
+    _hooked_pass(net, x, hooks)
     return {n: (a, b) for n, (a, b) in seen.items()}
 
 
